@@ -1,0 +1,21 @@
+"""The two private Keras pieces this package reuses, imported in one place.
+
+* ``DropoutRNNCell``: ``keras.layers.RNN`` prepares one dropout mask per sequence only for
+  cells that inherit it, so our cells must, exactly as ``keras.layers.LSTMCell`` does.
+* ``rnn``: the backend's time loop (``tf.while_loop`` on TensorFlow), which the sequence
+  layers drive directly so the input projection can run as one GEMM before the loop.
+
+Both live under ``keras.src``; setup.cfg pins ``keras<4`` and tests/test_compat.py fails loudly
+if a Keras release moves them.
+"""
+
+try:
+    from keras.src.backend import rnn
+    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+except ImportError as error:  # pragma: no cover - exercised only on an unsupported Keras
+    raise ImportError(
+        "keras_lstm_variants needs keras>=3.8,<4 (it reuses keras.src's DropoutRNNCell and "
+        f"backend.rnn); this Keras does not provide them: {error}"
+    ) from error
+
+__all__ = ["DropoutRNNCell", "rnn"]

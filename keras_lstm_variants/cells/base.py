@@ -1,0 +1,218 @@
+"""The base every cell shares: arguments, fused weights, dropout masks, state and config.
+
+A variant declares its fused gate ``blocks`` (the column blocks of ``kernel``, in order) and
+implements one public method, :meth:`RecurrentCell.transition`, which turns the input
+projection ``W x + b`` and the previous state into the named gates and the new state. ``call``,
+the sequence layers' fast path, gate tracing and export all go through that one method, so the
+equations live in exactly one place.
+"""
+
+import numbers
+
+import keras
+from keras import activations, constraints, initializers, ops, regularizers
+
+from .._compat import DropoutRNNCell
+
+#: Registers a class for ``.keras`` saving under the package name.
+register = keras.saving.register_keras_serializable(package="keras_lstm_variants")
+
+
+def check_units(units):
+    """Return ``units`` as an int, or raise naming the argument."""
+    if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units <= 0:
+        raise ValueError(f"Argument `units` must be a positive integer; received units={units!r}.")
+    return int(units)
+
+
+def check_rate(name, rate):
+    """Return a dropout rate in [0, 1) as a float, or raise naming the argument."""
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"Argument `{name}` must be a float in [0, 1); received {name}={rate!r}.")
+    return float(rate)
+
+
+class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
+    """Base class of the cells; not used directly.
+
+    Subclasses set ``blocks`` (names of the fused kernel's column blocks, in order),
+    ``gate_names`` (what :meth:`transition` reports) and ``state_names``, and implement
+    :meth:`transition`. Weights follow ``keras.layers.LSTMCell``'s layout: ``kernel``
+    ``(input_dim, len(blocks) * units)``, ``recurrent_kernel`` ``(units, len(blocks) * units)``,
+    ``bias``.
+    """
+
+    blocks = ()
+    gate_names = ()
+    state_names = ("h",)
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = check_units(units)
+        self.activation = activations.get(activation)
+        self.recurrent_activation = activations.get(recurrent_activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.recurrent_initializer = initializers.get(recurrent_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.recurrent_constraint = constraints.get(recurrent_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        self.dropout = check_rate("dropout", dropout)
+        self.recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed=seed)
+        self.state_size = [self.units] * len(self.state_names)
+        self.output_size = self.units
+
+    # ----------------------------------------------------------------- weights
+    @property
+    def bias_shape(self):
+        return (len(self.blocks) * self.units,)
+
+    def build_bias_initializer(self):
+        """The initializer ``bias`` is created with (subclasses add e.g. unit_forget_bias)."""
+        return self.bias_initializer
+
+    def build(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(
+                f"{type(self).__name__} expects one time step of `inputs` shaped "
+                f"(batch, features); received shape {tuple(input_shape)}."
+            )
+        width = len(self.blocks) * self.units
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], width),
+            name="kernel",
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, width),
+            name="recurrent_kernel",
+            initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=self.bias_shape,
+                name="bias",
+                initializer=self.build_bias_initializer(),
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+
+    @property
+    def input_bias(self):
+        """The bias added to the input projection ``W x`` (``None`` without bias)."""
+        return self.bias
+
+    # ------------------------------------------------------------------ the step
+    def project(self, inputs, training=False):
+        """The input projection ``W x + b``, input dropout applied.
+
+        ``inputs`` is one step ``(batch, features)`` or a whole sequence
+        ``(batch, time, features)``; the sequence layers project all steps in one GEMM before
+        the time loop, so only the recurrent product stays inside it.
+        """
+        features = self.kernel.shape[0]
+        if inputs.shape[-1] is not None and inputs.shape[-1] != features:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' was built for inputs with {features} "
+                f"features; received `inputs` with shape {tuple(inputs.shape)}."
+            )
+        if training and self.dropout > 0:
+            step = inputs if len(inputs.shape) == 2 else inputs[:, 0, :]
+            mask = self.get_dropout_mask(step)
+            inputs = inputs * (mask if len(inputs.shape) == 2 else ops.expand_dims(mask, 1))
+        if len(inputs.shape) == 3:
+            batch, time = ops.shape(inputs)[0], ops.shape(inputs)[1]
+            z = ops.matmul(ops.reshape(inputs, (-1, features)), self.kernel)
+            z = ops.reshape(z, (batch, time, -1))
+        else:
+            z = ops.matmul(inputs, self.kernel)
+        if self.input_bias is not None:
+            z = z + self.input_bias
+        return z
+
+    def recurrent_input(self, h, training=False):
+        """``h`` as it enters the recurrent product: recurrent dropout applied."""
+        if training and self.recurrent_dropout > 0:
+            return h * self.get_recurrent_dropout_mask(h)
+        return h
+
+    def transition(self, z_x, states, training=False):
+        """One step of the equations.
+
+        Args:
+            z_x: the input projection of this step, from :meth:`project`.
+            states: the previous state tensors, in ``state_names`` order.
+        Returns:
+            ``(gates, new_states)``: a dict of gate activations keyed by ``gate_names``, and
+            the new state list, whose first element is the output ``h``.
+        """
+        raise NotImplementedError
+
+    def gates(self, inputs, states, training=False):
+        """Gate activations and new state for one step of raw ``inputs``."""
+        return self.transition(self.project(inputs, training), list(states), training)
+
+    def call(self, inputs, states, training=False):
+        if len(inputs.shape) != 2:
+            raise ValueError(
+                f"{type(self).__name__} steps over one time step of `inputs` shaped "
+                f"(batch, features); received shape {tuple(inputs.shape)}."
+            )
+        states = list(states) if isinstance(states, (list, tuple)) else [states]
+        _, new_states = self.gates(inputs, states, training)
+        return new_states[0], new_states
+
+    def get_initial_state(self, batch_size=None):
+        return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
+
+    # ------------------------------------------------------------------- config
+    def get_config(self):
+        config = {
+            "units": self.units,
+            "activation": activations.serialize(self.activation),
+            "recurrent_activation": activations.serialize(self.recurrent_activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "recurrent_constraint": constraints.serialize(self.recurrent_constraint),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "seed": self.seed,
+        }
+        return {**super().get_config(), **config}
