@@ -1,0 +1,238 @@
+"""Every cell equals the NumPy transcription of its paper (tests/reference.py).
+
+Random normal weights (std 0.5), non-zero initial states, several steps, batch > 1: a wrong
+gate order, a peephole reading the wrong cell state or a bias in the wrong block all fail.
+"""
+
+import functools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_lstm_variants as klv
+import reference
+from helpers import (
+    BATCH,
+    CASES,
+    FEATURES,
+    VARIANT_CASES,
+    data,
+    make_cell,
+    make_layer,
+    randomize,
+    reference_step,
+)
+
+TOLERANCE = dict(rtol=1e-5, atol=1e-5)
+
+
+def build_sequence_layer(case, path, **kwargs):
+    """``keras.layers.RNN(cell)`` (path "rnn") or the variant's own layer (the fast path)."""
+    kwargs.update(return_sequences=True, return_state=True)
+    if path == "rnn":
+        cell_kwargs = {k: kwargs.pop(k) for k in ("dropout", "recurrent_dropout", "seed") if k in kwargs}
+        layer = keras.layers.RNN(make_cell(case, **cell_kwargs), **kwargs)
+    else:
+        layer = make_layer(case, **kwargs)
+    layer.build(data(case)[0].shape)
+    return layer
+
+
+@pytest.mark.parametrize("path", ["rnn", "layer"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_sequence_matches_reference(case, path):
+    layer = build_sequence_layer(case, path)
+    weights = randomize(layer)
+    x, states = data(case)
+    outputs, *final = layer(x, initial_state=states)
+    expected, expected_final = reference.run(reference_step(case, weights), x, states)
+    np.testing.assert_allclose(outputs, expected, **TOLERANCE)
+    assert len(final) == len(expected_final)
+    for state, expected_state in zip(final, expected_final):
+        np.testing.assert_allclose(state, expected_state, **TOLERANCE)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gates_match_reference(case):
+    cell = make_cell(case)
+    cell.build((BATCH, FEATURES))
+    weights = randomize(cell)
+    x, states = data(case)
+    gates, new_states = cell.gates(x[:, 0], states)
+    expected_gates, expected_states = reference_step(case, weights)(x[:, 0], states)
+    assert tuple(gates) == cell.gate_names
+    assert set(gates) == set(expected_gates)
+    for name, gate in gates.items():
+        np.testing.assert_allclose(gate, expected_gates[name], **TOLERANCE, err_msg=name)
+    for state, expected_state in zip(new_states, expected_states, strict=True):
+        np.testing.assert_allclose(state, expected_state, **TOLERANCE)
+
+
+def swap_blocks(weights, count, a, b):
+    """The fused weights with gate blocks ``a`` and ``b`` exchanged (a gate-order bug)."""
+    swapped = []
+    for w in weights[:3]:
+        blocks = np.split(w, count, axis=-1)
+        blocks[a], blocks[b] = blocks[b], blocks[a]
+        swapped.append(np.concatenate(blocks, axis=-1))
+    return swapped + list(weights[3:])
+
+
+@pytest.mark.parametrize(
+    "case, count, a, b",
+    [("lstm", 4, 0, 3), ("cifg", 3, 0, 2), ("gru-reset-before", 3, 0, 1)],
+    ids=["lstm-i-o", "cifg-f-o", "gru-z-r"],
+)
+def test_swapped_gate_order_is_detected(case, count, a, b):
+    """The oracle comparison fails for a cell whose gate blocks are swapped (e.g. i and o)."""
+    layer = build_sequence_layer(case, "layer")
+    weights = randomize(layer)
+    x, states = data(case)
+    outputs = layer(x, initial_state=states)[0]
+    expected = reference.run(reference_step(case, weights), x, states)[0]
+    swapped = reference.run(reference_step(case, swap_blocks(weights, count, a, b)), x, states)[0]
+    np.testing.assert_allclose(outputs, expected, **TOLERANCE)
+    assert np.abs(np.asarray(outputs) - swapped).max() > 1e-2
+
+
+def test_peephole_cell_without_peepholes_is_lstm():
+    peephole = build_sequence_layer("peephole-none", "rnn")
+    lstm = build_sequence_layer("lstm", "rnn")
+    assert len(peephole.weights) == len(lstm.weights) == 3
+    lstm.set_weights(randomize(peephole))
+    x, states = data("lstm")
+    for ours, theirs in zip(peephole(x, initial_state=states), lstm(x, initial_state=states)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------ finite differences
+
+
+def _central_differences(evaluate, value, assign, eps=1e-6):
+    """d evaluate / d value by central differences, perturbing one entry at a time."""
+    grad = np.zeros_like(value)
+    for index in np.ndindex(value.shape):
+        shifted = []
+        for sign in (1.0, -1.0):
+            perturbed = value.copy()
+            perturbed[index] += sign * eps
+            assign(perturbed)
+            shifted.append(evaluate())
+        grad[index] = (shifted[0] - shifted[1]) / (2 * eps)
+    assign(value)
+    return grad
+
+
+@pytest.mark.parametrize("case", VARIANT_CASES)
+def test_gradients_match_finite_differences(case):
+    """Autodiff gradients (inputs, initial states, every weight) equal float64 central FD."""
+    layer = keras.layers.RNN(
+        make_cell(case, dtype="float64"), return_sequences=True, return_state=True, dtype="float64"
+    )
+    x, states = data(case, time=5, features=2, dtype="float64")
+    layer.build(x.shape)
+    randomize(layer)
+    probes = [np.random.default_rng(7).normal(size=(BATCH, 5, 3))] + [
+        np.random.default_rng(8 + k).normal(size=s.shape) for k, s in enumerate(states)
+    ]
+
+    @tf.function
+    def loss(x, states):
+        results = layer(x, initial_state=states)
+        return sum(tf.reduce_sum(r * p) for r, p in zip(results, probes))
+
+    inputs = [tf.constant(x)] + [tf.constant(s) for s in states]
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        value = loss(inputs[0], inputs[1:])
+    grads = tape.gradient(value, inputs + list(layer.trainable_weights))
+
+    current = [x] + list(states)
+
+    def set_input(k, v):
+        current[k] = v
+
+    def evaluate():
+        return float(loss(tf.constant(current[0]), [tf.constant(s) for s in current[1:]]))
+
+    expected = [
+        _central_differences(evaluate, array, functools.partial(set_input, k))
+        for k, array in enumerate(list(current))
+    ] + [
+        _central_differences(evaluate, variable.numpy(), variable.assign)
+        for variable in layer.trainable_weights
+    ]
+    assert len(grads) == len(expected) == 1 + len(states) + len(layer.weights)
+    for grad, fd in zip(grads, expected):
+        np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+
+
+# ------------------------------------------------------------------- dropout
+
+
+def record_masks(cell):
+    """Make ``cell`` record every dropout mask it hands out; return the two record lists."""
+    records = {"dropout": [], "recurrent": []}
+    get_dropout, get_recurrent = cell.get_dropout_mask, cell.get_recurrent_dropout_mask
+
+    def dropout(step):
+        mask = get_dropout(step)
+        records["dropout"].append(np.asarray(mask))
+        return mask
+
+    def recurrent(step):
+        mask = get_recurrent(step)
+        records["recurrent"].append(np.asarray(mask))
+        return mask
+
+    cell.get_dropout_mask, cell.get_recurrent_dropout_mask = dropout, recurrent
+    return records
+
+
+DROPOUT = dict(dropout=0.5, recurrent_dropout=0.5, seed=3)
+
+
+@pytest.mark.parametrize("path", ["rnn", "layer"])
+@pytest.mark.parametrize("case", VARIANT_CASES)
+def test_dropout_masks_are_fixed_per_sequence(case, path):
+    """One input mask and one recurrent mask per sequence, used at every step.
+
+    The oracle applies the recorded masks at every step; a cell drawing new masks per step
+    (or ignoring them) would disagree.
+    """
+    layer = build_sequence_layer(case, path, **DROPOUT)
+    weights = randomize(layer)
+    x, states = data(case)
+    records = record_masks(layer.cell)
+    outputs, *final = layer(x, initial_state=states, training=True)
+    for name, masks in records.items():
+        assert masks, f"no {name} mask was requested"
+        for mask in masks:
+            np.testing.assert_array_equal(mask, masks[0], err_msg=name)
+        assert set(np.unique(masks[0])) == {0.0, 2.0}, name  # kept units scaled by 1/(1-rate)
+    x_mask, h_mask = records["dropout"][0], records["recurrent"][0]
+    assert x_mask.shape == (BATCH, FEATURES) and h_mask.shape == (BATCH, 3)
+    step = functools.partial(reference_step(case, weights), recurrent_mask=h_mask)
+    expected, expected_final = reference.run(step, x, states, input_mask=x_mask)
+    np.testing.assert_allclose(outputs, expected, **TOLERANCE)
+    for state, expected_state in zip(final, expected_final, strict=True):
+        np.testing.assert_allclose(state, expected_state, **TOLERANCE)
+
+
+@pytest.mark.parametrize("case", VARIANT_CASES)
+def test_dropout_new_masks_per_call_and_off_at_inference(case):
+    layer = build_sequence_layer(case, "layer", **DROPOUT)
+    plain = build_sequence_layer(case, "layer")
+    plain.set_weights(randomize(layer))
+    x, states = data(case)
+    records = record_masks(layer.cell)
+    first = layer(x, initial_state=states, training=True)[0]
+    second = layer(x, initial_state=states, training=True)[0]
+    assert not np.array_equal(records["dropout"][0], records["dropout"][-1])
+    assert not np.array_equal(records["recurrent"][0], records["recurrent"][-1])
+    assert np.abs(np.asarray(first) - np.asarray(second)).max() > 1e-3
+    inference = layer(x, initial_state=states, training=False)
+    for ours, theirs in zip(inference, plain(x, initial_state=states), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
