@@ -7,6 +7,7 @@ Cells (for ``keras.layers.RNN``, ``Bidirectional``, ``StackedRNNCells``): :class
 """
 
 from .cells import CIFGLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell, RecurrentCell
+from .export import export_saved_model, export_tflite
 from .layers import CIFGLSTM, GRU, LSTM, PeepholeLSTM, VariantRNN
 
 __version__ = "0.1.0"
@@ -31,4 +32,6 @@ __all__ = [
     "RecurrentCell",
     "VARIANTS",
     "VariantRNN",
+    "export_saved_model",
+    "export_tflite",
 ]
