@@ -8,6 +8,7 @@ Cells (for ``keras.layers.RNN``, ``Bidirectional``, ``StackedRNNCells``): :class
 
 from .cells import CIFGLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell, RecurrentCell
 from .export import export_saved_model, export_tflite
+from .gates import GateStatistics, trace_gates
 from .layers import CIFGLSTM, GRU, LSTM, PeepholeLSTM, VariantRNN
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "CIFGLSTMCell",
     "GRU",
     "GRUCell",
+    "GateStatistics",
     "LSTM",
     "LSTMCell",
     "PeepholeLSTM",
@@ -34,4 +36,5 @@ __all__ = [
     "VariantRNN",
     "export_saved_model",
     "export_tflite",
+    "trace_gates",
 ]
