@@ -3,9 +3,9 @@
 import functools
 
 import numpy as np
+import reference
 
 import keras_lstm_variants as klv
-import reference
 
 BATCH, TIME, FEATURES, UNITS = 3, 6, 4, 3
 
@@ -82,7 +82,7 @@ def reference_step(case, weights):
     """
     cell_class, arguments = CASES[case]
     kernel, recurrent_kernel, bias, *peephole_weights = weights
-    fused = dict(kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias)
+    fused = {"kernel": kernel, "recurrent_kernel": recurrent_kernel, "bias": bias}
     if cell_class is klv.GRUCell:
         assert not peephole_weights
         return functools.partial(reference.gru_step, reset_after=arguments["reset_after"], **fused)

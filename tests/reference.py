@@ -77,9 +77,7 @@ def cifg_step(x, states, kernel, recurrent_kernel, bias, peepholes=None, recurre
     h_prev, c_prev = states
     p = peepholes or {}
     h_in = h_prev * recurrent_mask
-    (W_f, U_f, b_f), (W_g, U_g, b_g), (W_o, U_o, b_o) = _blocks(
-        kernel, recurrent_kernel, bias, 3
-    )
+    (W_f, U_f, b_f), (W_g, U_g, b_g), (W_o, U_o, b_o) = _blocks(kernel, recurrent_kernel, bias, 3)
     f = sigmoid(x @ W_f + h_in @ U_f + p.get("forget", 0.0) * c_prev + b_f)
     i = 1.0 - f
     g = np.tanh(x @ W_g + h_in @ U_g + b_g)

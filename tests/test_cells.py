@@ -9,10 +9,8 @@ import functools
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-
-import keras_lstm_variants as klv
 import reference
+import tensorflow as tf
 from helpers import (
     BATCH,
     CASES,
@@ -25,14 +23,16 @@ from helpers import (
     reference_step,
 )
 
-TOLERANCE = dict(rtol=1e-5, atol=1e-5)
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
 
 def build_sequence_layer(case, path, **kwargs):
     """``keras.layers.RNN(cell)`` (path "rnn") or the variant's own layer (the fast path)."""
     kwargs.update(return_sequences=True, return_state=True)
     if path == "rnn":
-        cell_kwargs = {k: kwargs.pop(k) for k in ("dropout", "recurrent_dropout", "seed") if k in kwargs}
+        cell_kwargs = {
+            k: kwargs.pop(k) for k in ("dropout", "recurrent_dropout", "seed") if k in kwargs
+        }
         layer = keras.layers.RNN(make_cell(case, **cell_kwargs), **kwargs)
     else:
         layer = make_layer(case, **kwargs)
@@ -191,7 +191,7 @@ def record_masks(cell):
     return records
 
 
-DROPOUT = dict(dropout=0.5, recurrent_dropout=0.5, seed=3)
+DROPOUT = {"dropout": 0.5, "recurrent_dropout": 0.5, "seed": 3}
 
 
 @pytest.mark.parametrize("path", ["rnn", "layer"])
