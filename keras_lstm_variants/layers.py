@@ -79,21 +79,32 @@ class VariantRNN(layers.RNN):
                 f"{type(self).__name__} '{self.name}' expects `inputs` shaped "
                 f"(batch, time, features); received shape {tuple(shape)}."
             )
+        if self.cell.built:
+            self.cell.check_features(shape)
 
     def build(self, sequences_shape, initial_state_shape=None):
         self._check_inputs(sequences_shape)
         super().build(sequences_shape, initial_state_shape)
 
-    def _check_initial_state(self, sequences, initial_state):
-        states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
-        if len(states) != len(self.state_size):
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+        # Keras calls this instead of `call` on symbolic inputs: check them here too.
+        self._check_inputs(sequences_shape)
+        if initial_state_shape is not None:
+            shapes = initial_state_shape
+            if not shapes or not isinstance(shapes[0], (list, tuple)):
+                shapes = [shapes]  # one state tensor passed on its own
+            self._check_initial_state(sequences_shape, shapes)
+        return super().compute_output_shape(sequences_shape, initial_state_shape)
+
+    def _check_initial_state(self, sequences_shape, state_shapes):
+        if len(state_shapes) != len(self.state_size):
             raise ValueError(
                 f"{type(self).__name__} '{self.name}' takes {len(self.state_size)} "
-                f"`initial_state` tensor(s) {self.cell.state_names}; received {len(states)}."
+                f"`initial_state` tensor(s) {self.cell.state_names}; received {len(state_shapes)}."
             )
-        batch = sequences.shape[0]
-        for name, size, state in zip(self.cell.state_names, self.state_size, states):
-            shape = tuple(state.shape)
+        batch = sequences_shape[0]
+        for name, size, shape in zip(self.cell.state_names, self.state_size, state_shapes):
+            shape = tuple(shape)
             if len(shape) != 2 or shape[1] != size or None not in (batch, shape[0]) and shape[0] != batch:
                 raise ValueError(
                     f"{type(self).__name__} '{self.name}': `initial_state` {name} must have shape "
@@ -103,7 +114,8 @@ class VariantRNN(layers.RNN):
     def call(self, sequences, initial_state=None, mask=None, training=False):
         self._check_inputs(sequences.shape)
         if initial_state is not None:
-            self._check_initial_state(sequences, initial_state)
+            states = initial_state if isinstance(initial_state, (list, tuple)) else [initial_state]
+            self._check_initial_state(sequences.shape, [state.shape for state in states])
         return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
 
     def inner_loop(self, sequences, initial_state, mask, training=False):

@@ -133,6 +133,16 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         return self.bias
 
     # ------------------------------------------------------------------ the step
+    def check_features(self, shape):
+        """Return the built input size; raise, naming `inputs`, if ``shape`` has another."""
+        features = self.kernel.shape[0]
+        if shape[-1] is not None and shape[-1] != features:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' was built for inputs with {features} "
+                f"features; received `inputs` with shape {tuple(shape)}."
+            )
+        return features
+
     def project(self, inputs, training=False):
         """The input projection ``W x + b``, input dropout applied.
 
@@ -140,12 +150,7 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         ``(batch, time, features)``; the sequence layers project all steps in one GEMM before
         the time loop, so only the recurrent product stays inside it.
         """
-        features = self.kernel.shape[0]
-        if inputs.shape[-1] is not None and inputs.shape[-1] != features:
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}' was built for inputs with {features} "
-                f"features; received `inputs` with shape {tuple(inputs.shape)}."
-            )
+        features = self.check_features(inputs.shape)
         if training and self.dropout > 0:
             step = inputs if len(inputs.shape) == 2 else inputs[:, 0, :]
             mask = self.get_dropout_mask(step)

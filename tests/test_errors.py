@@ -1,0 +1,124 @@
+"""Bad input fails loudly, at construction or build, with a message naming the argument."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lstm_variants as klv
+
+CELLS = [cell for cell, _ in klv.VARIANTS.values()]
+LAYERS = [layer for _, layer in klv.VARIANTS.values()]
+CLASSES = CELLS + LAYERS
+STATE_COUNT = {klv.LSTM: 2, klv.PeepholeLSTM: 2, klv.CIFGLSTM: 2, klv.GRU: 1}
+
+
+def ids(klass):
+    return klass.__name__
+
+
+def zeros(*shape):
+    return np.zeros(shape, dtype="float32")
+
+
+@pytest.mark.parametrize("units", [0, -3, 2.5, "8", True, None])
+@pytest.mark.parametrize("klass", CLASSES, ids=ids)
+def test_units_must_be_a_positive_integer(klass, units):
+    with pytest.raises(ValueError, match="`units`"):
+        klass(units)
+
+
+def test_units_accepts_numpy_integers():
+    assert klv.LSTMCell(np.int64(3)).units == 3
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, "0.5"])
+@pytest.mark.parametrize("argument", ["dropout", "recurrent_dropout"])
+@pytest.mark.parametrize("klass", CLASSES, ids=ids)
+def test_dropout_must_be_in_unit_interval(klass, argument, rate):
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        klass(3, **{argument: rate})
+
+
+@pytest.mark.parametrize(
+    "peepholes",
+    [("cell",), ("forget", "forget"), "forget", None, ("input", "output", "input")],
+    ids=["unknown", "duplicate", "string", "none", "duplicate-of-three"],
+)
+@pytest.mark.parametrize(
+    "klass",
+    [klv.PeepholeLSTMCell, klv.PeepholeLSTM, klv.CIFGLSTMCell, klv.CIFGLSTM],
+    ids=ids,
+)
+def test_bad_peepholes(klass, peepholes):
+    with pytest.raises(ValueError, match="`peepholes`"):
+        klass(3, peepholes=peepholes)
+
+
+@pytest.mark.parametrize("klass", [klv.CIFGLSTMCell, klv.CIFGLSTM], ids=ids)
+def test_cifg_has_no_input_peephole(klass):
+    """CIFG's input gate is 1 - f: an input peephole would be silently meaningless."""
+    with pytest.raises(ValueError, match="`peepholes`"):
+        klass(3, peepholes=("input",))
+
+
+@pytest.mark.parametrize("klass", [klv.LSTMCell, klv.LSTM, klv.GRUCell, klv.GRU], ids=ids)
+def test_variants_without_peepholes_reject_them(klass):
+    with pytest.raises(ValueError, match="peepholes"):
+        klass(3, peepholes=("forget",))
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (3, 6, 4, 1)], ids=["rank-2", "rank-4"])
+@pytest.mark.parametrize("symbolic", [False, True], ids=["eager", "symbolic"])
+@pytest.mark.parametrize("klass", LAYERS, ids=ids)
+def test_sequence_layers_need_rank_3_inputs(klass, symbolic, shape):
+    inputs = keras.Input(batch_shape=shape) if symbolic else zeros(*shape)
+    with pytest.raises(ValueError, match=r"`inputs` shaped \(batch, time, features\)"):
+        klass(3)(inputs)
+
+
+def test_cell_steps_over_rank_2_inputs():
+    cell = klv.LSTMCell(3)
+    with pytest.raises(ValueError, match="`inputs` shaped \\(batch, features\\)"):
+        cell(zeros(2, 5, 4), [zeros(2, 3), zeros(2, 3)])
+
+
+@pytest.mark.parametrize("symbolic", [False, True], ids=["eager", "symbolic"])
+@pytest.mark.parametrize("klass", LAYERS, ids=ids)
+def test_feature_size_may_not_change_after_build(klass, symbolic):
+    layer = klass(3)
+    layer(zeros(2, 5, 4))
+    inputs = keras.Input((5, 6)) if symbolic else zeros(2, 5, 6)
+    with pytest.raises(ValueError, match="built for inputs with 4 features.*`inputs`"):
+        layer(inputs)
+
+
+def test_feature_size_may_not_change_for_a_cell_in_rnn():
+    layer = keras.layers.RNN(klv.PeepholeLSTMCell(3))
+    layer(zeros(2, 5, 4))
+    with pytest.raises(ValueError, match="built for inputs with 4 features.*`inputs`"):
+        layer(zeros(2, 5, 6))
+
+
+BAD_STATES = {
+    "too-few": lambda count: [(2, 3)] * (count - 1),
+    "too-many": lambda count: [(2, 3)] * (count + 1),
+    "wrong-units": lambda count: [(2, 3)] * (count - 1) + [(2, 5)],
+    "wrong-batch": lambda count: [(4, 3)] * count,
+    "wrong-rank": lambda count: [(2, 3, 1)] * count,
+}
+
+
+@pytest.mark.parametrize("symbolic", [False, True], ids=["eager", "symbolic"])
+@pytest.mark.parametrize("bad", BAD_STATES)
+@pytest.mark.parametrize("klass", LAYERS, ids=ids)
+def test_initial_state_shape_and_count(klass, bad, symbolic):
+    shapes = BAD_STATES[bad](STATE_COUNT[klass])
+    if symbolic and not shapes:
+        pytest.skip("Keras drops an empty initial_state list from symbolic shape inference")
+    if symbolic:
+        sequences = keras.Input(batch_shape=(2, 5, 4))
+        states = [keras.Input(batch_shape=shape) for shape in shapes]
+    else:
+        sequences, states = zeros(2, 5, 4), [zeros(*shape) for shape in shapes]
+    with pytest.raises(ValueError, match="`initial_state`"):
+        klass(3)(sequences, initial_state=states)
