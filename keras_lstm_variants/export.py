@@ -24,6 +24,7 @@ otherwise.
 ``tf.lite.TFLiteConverter``.
 """
 
+import inspect
 import os
 import tempfile
 
@@ -89,7 +90,9 @@ def export_tflite(model, path, *, time_steps, batch_size=1, streaming=False):
     _check_parent(path, "path")
     for name, value in (("time_steps", time_steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"Argument `{name}` must be a positive integer; received {name}={value!r}.")
+            raise ValueError(
+                f"Argument `{name}` must be a positive integer; received {name}={value!r}."
+            )
     archive = _archive(model, streaming=streaming, time_steps=time_steps, batch_size=batch_size)
     keys = ["serving_default", "step"] if streaming else ["serving_default"]
     with tempfile.TemporaryDirectory() as saved_model:
@@ -146,7 +149,9 @@ def _archive(model, streaming, time_steps=None, batch_size=None):
     stream = Stream(model) if streaming else None
     archive = keras.export.ExportArchive()
     archive.track(model)
-    _add_checked(archive, "serving_default", lambda inputs: _named(model(inputs, training=False)), [spec])
+    _add_checked(
+        archive, "serving_default", lambda inputs: _named(model(inputs, training=False)), [spec]
+    )
     if stream is not None:
         step_spec = tf.TensorSpec((batch_size, *spec.shape[2:]), spec.dtype, name="x_t")
         batch_spec = tf.TensorSpec((), tf.int32, name="batch_size")
@@ -164,8 +169,14 @@ def _add_checked(archive, name, fn, specs):
     """
 
     def checked(*args):
-        return fn(*[tf.ensure_shape(arg, spec.shape, name=spec.name) for arg, spec in zip(args, specs)])
+        return fn(
+            *[tf.ensure_shape(arg, spec.shape, name=spec.name) for arg, spec in zip(args, specs)]
+        )
 
+    # Name the arguments after the specs, so that the reloaded function takes keywords too.
+    checked.__signature__ = inspect.Signature(
+        [inspect.Parameter(spec.name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for spec in specs]
+    )
     archive.add_endpoint(name, checked, input_signature=specs)
 
 

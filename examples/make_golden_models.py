@@ -1,0 +1,64 @@
+"""Write the golden SavedModels in ``saved_models/``: one tiny streaming model per variant.
+
+Each model is ``keras.Input((None, 3))`` -> variant layer (4 units, return_sequences) ->
+``Dense(2)``, with weights drawn from N(0, 0.5^2) by a fixed seed. Next to each SavedModel
+``saved_models/<variant>/`` the script records ``saved_models/<variant>.npz``: ``inputs``
+(3 sequences of 6 steps) and Keras's ``outputs`` on them. tests/test_export.py loads every
+model without this package or Keras and checks that it still reproduces those outputs, both
+through ``serving_default`` and step by step through ``step``; and that the seeds still rebuild
+the same models. Run it again only to change the golden set on purpose:
+
+    python examples/make_golden_models.py [--out saved_models]
+"""
+
+import argparse
+import os
+import shutil
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+
+import keras_lstm_variants as klv
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "saved_models")
+SEED = 20240604
+FEATURES, UNITS, BATCH, TIME = 3, 4, 3, 6
+
+
+def build(variant):
+    """The golden model of ``variant`` and its recorded inputs, from the fixed seed."""
+    rng = np.random.default_rng([SEED, list(klv.VARIANTS).index(variant)])
+    layer = klv.VARIANTS[variant][1](UNITS, return_sequences=True, name=variant)
+    model = keras.Sequential(
+        [keras.Input((None, FEATURES)), layer, keras.layers.Dense(2, name="head")],
+        name=f"golden_{variant}",
+    )
+    model.set_weights([rng.normal(0.0, 0.5, w.shape).astype("float32") for w in model.weights])
+    inputs = rng.normal(0.0, 1.0, (BATCH, TIME, FEATURES)).astype("float32")
+    return model, inputs
+
+
+def write(variant, out):
+    """Export ``variant``'s golden model to ``out/<variant>/`` and record ``out/<variant>.npz``."""
+    model, inputs = build(variant)
+    path = os.path.join(out, variant)
+    shutil.rmtree(path, ignore_errors=True)
+    klv.export_saved_model(model, path, streaming=True)
+    np.savez(os.path.join(out, f"{variant}.npz"), inputs=inputs, outputs=model(inputs).numpy())
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=ROOT, help="directory to write (default: saved_models/)")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    for variant in klv.VARIANTS:
+        print("wrote", write(variant, args.out))
+
+
+if __name__ == "__main__":
+    main()

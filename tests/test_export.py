@@ -1,0 +1,349 @@
+"""Export: SavedModel served without this package, streaming, TFLite, golden models, errors.
+
+One functional model stacks every variant (LSTM, peephole, CIFG, GRU with both reset modes,
+the latter two inside ``StackedRNNCells``) and is exported once; the tests check it against
+Keras with random weights (N(0, 0.5^2)), non-zero initial states, T >= 5 and batch 3. The
+process-isolated checks (a Python that cannot import keras_lstm_variants or keras; the
+``saved_model_cli`` command) run in as few subprocesses as possible, since each pays for
+importing TensorFlow.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+import keras_lstm_variants as klv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.join(ROOT, "saved_models")
+FEATURES, BATCH, TIME = 3, 3, 6
+#: The stacked model's flat states, in layer order, as the streaming signatures name them.
+STATE_NAMES = [
+    "lstm_h",
+    "lstm_c",
+    "peephole_h",
+    "peephole_c",
+    "stacked_0_h",
+    "stacked_0_c",
+    "stacked_1_h",
+    "gru_h",
+]
+
+
+def random_weights(model, rng):
+    model.set_weights([rng.normal(0.0, 0.5, w.shape).astype("float32") for w in model.weights])
+
+
+def stacked_model(rng, dtype=None):
+    """A functional chain through every variant, returning sequences to the end."""
+    inputs = keras.Input((None, FEATURES))
+    x = klv.LSTM(4, return_sequences=True, dtype=dtype, name="lstm")(inputs)
+    x = klv.PeepholeLSTM(3, return_sequences=True, dtype=dtype, name="peephole")(x)
+    cells = [klv.CIFGLSTMCell(4, dtype=dtype), klv.GRUCell(3, reset_after=False, dtype=dtype)]
+    x = keras.layers.RNN(
+        keras.layers.StackedRNNCells(cells), return_sequences=True, dtype=dtype, name="stacked"
+    )(x)
+    x = klv.GRU(3, return_sequences=True, dtype=dtype, name="gru")(x)
+    x = keras.layers.LayerNormalization(dtype=dtype)(x)
+    outputs = keras.layers.Dense(2, name="head")(x)
+    model = keras.Model(inputs, outputs)
+    random_weights(model, rng)
+    return model
+
+
+def random_states(model, rng):
+    """Non-zero states for every recurrent layer: {layer name: nested states}, and the same
+    states flat, keyed by their streaming names."""
+    states = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.RNN):
+            zeros = layer.cell.get_initial_state(batch_size=BATCH)
+            states[layer.name] = tf.nest.map_structure(
+                lambda z: rng.normal(0.0, 1.0, z.shape).astype(z.dtype.as_numpy_dtype), zeros
+            )
+    flat = [s for name in states for s in tf.nest.flatten(states[name])]
+    assert len(flat) == len(STATE_NAMES)
+    return states, dict(zip(STATE_NAMES, flat))
+
+
+def assert_streams(step, x, expected, states):
+    """Feed ``x`` step by step from ``states``; each output must equal ``expected[:, t]``."""
+    for t in range(x.shape[1]):
+        states = dict(step(x_t=x[:, t], **states))
+        np.testing.assert_allclose(states.pop("output"), expected[:, t], atol=1e-5)
+    return states
+
+
+def keras_from_states(model, x, states):
+    """Keras's outputs and final states from ``states``, each recurrent layer run by
+    ``keras.layers.RNN`` over its cell (not by the export code)."""
+    h, final = x, []
+    for layer in model.layers[1:]:
+        if layer.name in states:
+            rnn = keras.layers.RNN(layer.cell, return_sequences=True, return_state=True)
+            h, *layer_final = tf.nest.flatten(rnn(h, initial_state=states[layer.name]))
+            final += layer_final
+        else:
+            h = layer(h)
+    return np.asarray(h), [np.asarray(s) for s in final]
+
+
+def graph_ops(path):
+    """Every op type in a SavedModel's graph and functions; the functions' attributes."""
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as file:
+        saved.ParseFromString(file.read())
+    graph = saved.meta_graphs[0].graph_def
+    ops = {node.op for node in graph.node}
+    attrs = set()
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+        attrs |= {name for name, value in function.attr.items() if value.b}
+    return ops, attrs
+
+
+def assert_portable_graph(path):
+    ops, attrs = graph_ops(path)
+    assert "While" in ops or "StatelessWhile" in ops, sorted(ops)  # the time loop was found
+    banned = sorted(op for op in ops if op.startswith(("Cudnn", "Xla", "_Xla")))
+    assert not banned, f"cuDNN-only or XLA-only ops in the exported graph: {banned}"
+    assert "_XlaMustCompile" not in attrs
+
+
+@pytest.fixture(scope="module")
+def stacked(tmp_path_factory):
+    """The stacked model, an input batch, and its streaming SavedModel."""
+    rng = np.random.default_rng(4)
+    model = stacked_model(rng)
+    x = rng.normal(0.0, 1.0, (BATCH, TIME, FEATURES)).astype("float32")
+    path = str(tmp_path_factory.mktemp("export") / "stacked" / "1")
+    os.makedirs(os.path.dirname(path))
+    assert klv.export_saved_model(model, path, streaming=True) == path
+    np.savez(path + ".npz", inputs=x, outputs=model(x).numpy())
+    return model, x, rng, path
+
+
+def test_serving_default_equals_keras_at_any_length(stacked):
+    model, x, _, path = stacked
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    spec = serve.structured_input_signature[1]["inputs"]
+    assert spec.shape.as_list() == [None, None, FEATURES]
+    for length in (5, TIME, 9):
+        xs = np.resize(x, (BATCH, length, FEATURES))
+        np.testing.assert_allclose(serve(inputs=xs)["output"], model(xs), atol=1e-5)
+
+
+def test_step_streams_the_sequence_from_any_state(stacked):
+    model, x, rng, path = stacked
+    loaded = tf.saved_model.load(path)
+    assert sorted(loaded.signatures["initial_state"](batch_size=BATCH)) == sorted(STATE_NAMES)
+    states, flat = random_states(model, rng)
+    expected, expected_final = keras_from_states(model, x, states)
+    final = assert_streams(loaded.signatures["step"], x, expected, flat)
+    for name, want in zip(STATE_NAMES, expected_final):
+        np.testing.assert_allclose(final[name], want, atol=1e-5)
+
+
+def test_initial_state_is_zeros_of_the_batch(stacked):
+    states = tf.saved_model.load(stacked[3]).signatures["initial_state"](batch_size=5)
+    assert {name: tuple(s.shape) for name, s in states.items()}["peephole_c"] == (5, 3)
+    assert all(not np.any(s) and s.shape[0] == 5 for s in states.values())
+
+
+def test_graph_has_no_cudnn_or_xla_ops(stacked):
+    assert_portable_graph(stacked[3])
+
+
+def test_wrong_feature_size_raises(stacked):
+    loaded = tf.saved_model.load(stacked[3])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"inputs.*expected shape \[\?,\?,3\]"):
+        loaded.signatures["serving_default"](inputs=tf.zeros((BATCH, TIME, FEATURES + 1)))
+    with pytest.raises(TypeError, match="Can not cast"):
+        loaded.serving_default(tf.zeros((BATCH, TIME, FEATURES + 3)))
+    states = loaded.signatures["initial_state"](batch_size=BATCH)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x_t"):
+        loaded.signatures["step"](x_t=tf.zeros((BATCH, FEATURES + 3)), **states)
+
+
+def test_tflite_equals_keras_at_fixed_length_and_step(stacked, tmp_path):
+    model, x, rng, _ = stacked
+    path = klv.export_tflite(
+        model, tmp_path / "m.tflite", time_steps=TIME, batch_size=BATCH, streaming=True
+    )
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    serve = interpreter.get_signature_runner("serving_default")
+    np.testing.assert_allclose(serve(inputs=x)["output"], model(x), atol=1e-5)
+
+    states, flat = random_states(model, rng)
+    expected, _ = keras_from_states(model, x, states)
+    assert_streams(interpreter.get_signature_runner("step"), x, expected, flat)
+
+
+@pytest.mark.parametrize("how", ["mixed_float16", "jit_compile"])
+def test_mixed_precision_and_jit_trained_models_export(how, tmp_path):
+    rng = np.random.default_rng(5)
+    dtype = "mixed_float16" if how == "mixed_float16" else None
+    model = keras.Sequential(
+        [
+            keras.Input((None, FEATURES)),
+            klv.CIFGLSTM(4, return_sequences=True, dtype=dtype),
+            klv.GRU(3, dtype=dtype),
+            keras.layers.Dense(2, dtype="float32"),
+        ]
+    )
+    random_weights(model, rng)
+    x = rng.normal(0.0, 1.0, (BATCH, TIME, FEATURES)).astype("float32")
+    if how == "jit_compile":
+        model.compile("sgd", "mse", jit_compile=True)
+        model.fit(x, rng.normal(size=(BATCH, 2)), epochs=1, verbose=0)
+    path = klv.export_saved_model(model, tmp_path / "m", streaming=True)
+    assert_portable_graph(path)
+    loaded = tf.saved_model.load(path)
+    tolerance = 1e-2 if dtype else 1e-5
+    np.testing.assert_allclose(loaded.serving_default(x)["output"], model(x), atol=tolerance)
+    states = loaded.initial_state(BATCH)
+    for t in range(TIME):
+        result = loaded.step(x[:, t], **{k: v for k, v in states.items()})
+        states = {k: v for k, v in result.items() if k != "output"}
+    np.testing.assert_allclose(result["output"], model(x), atol=tolerance)
+
+
+def test_bad_input_raises_naming_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="not been built"):
+        klv.export_saved_model(keras.Sequential([klv.LSTM(3)]), tmp_path / "m")
+
+    def sequential(*layers):
+        return keras.Sequential([keras.Input((None, FEATURES)), *layers])
+
+    model = sequential(klv.GRU(3))
+    with pytest.raises(ValueError, match="parent directory .*missing.* does not exist"):
+        klv.export_saved_model(model, tmp_path / "missing" / "m")
+    with pytest.raises(ValueError, match="time_steps"):
+        klv.export_tflite(model, tmp_path / "m.tflite", time_steps=0)
+    with pytest.raises(ValueError, match="Bidirectional"):
+        klv.export_saved_model(
+            sequential(keras.layers.Bidirectional(klv.PeepholeLSTM(3))),
+            tmp_path / "b",
+            streaming=True,
+        )
+    with pytest.raises(ValueError, match="go_backwards"):
+        klv.export_saved_model(
+            sequential(klv.LSTM(3, go_backwards=True)), tmp_path / "g", streaming=True
+        )
+    with pytest.raises(ValueError, match="Conv1D"):
+        klv.export_saved_model(
+            sequential(keras.layers.Conv1D(2, 3), klv.LSTM(3)), tmp_path / "c", streaming=True
+        )
+    inputs = keras.Input((None, FEATURES))
+    branch = keras.Model(
+        inputs, keras.layers.Add()([klv.LSTM(3, return_sequences=True)(inputs), inputs])
+    )
+    with pytest.raises(ValueError, match="chain of layers"):
+        klv.export_saved_model(branch, tmp_path / "r", streaming=True)
+    assert not os.listdir(tmp_path)  # nothing half-written
+
+
+def test_golden_models_are_rebuilt_by_their_seeds():
+    spec = importlib.util.spec_from_file_location(
+        "make_golden_models", os.path.join(ROOT, "examples", "make_golden_models.py")
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert (
+        sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(GOLDEN) for f in files)
+        < 5 * 2**20
+    )
+    for variant in klv.VARIANTS:
+        model, inputs = script.build(variant)
+        recorded = np.load(os.path.join(GOLDEN, f"{variant}.npz"))
+        np.testing.assert_array_equal(inputs, recorded["inputs"])
+        np.testing.assert_allclose(model(inputs), recorded["outputs"], atol=1e-5)
+
+
+#: Runs in a fresh Python where keras_lstm_variants and keras cannot be imported: loads each
+#: SavedModel given on the command line and checks serving_default and step against its recorded
+#: .npz.
+SERVE_ELSEWHERE = textwrap.dedent(
+    """
+    import importlib.machinery
+    import sys
+
+    class Block:
+        # Makes keras_lstm_variants and keras look uninstalled: a spec without a loader.
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("keras_lstm_variants", "keras"):
+                return importlib.machinery.ModuleSpec(name, None)
+
+    sys.meta_path.insert(0, Block())
+    import numpy as np
+    import tensorflow as tf
+
+    for path in sys.argv[1:]:
+        recorded = np.load(path + ".npz")
+        x, y = recorded["inputs"], recorded["outputs"]
+        loaded = tf.saved_model.load(path)
+        np.testing.assert_allclose(loaded.signatures["serving_default"](inputs=x)["output"], y, atol=1e-5)
+        states = loaded.signatures["initial_state"](batch_size=x.shape[0])
+        for t in range(x.shape[1]):
+            states = loaded.signatures["step"](x_t=x[:, t], **states)
+            np.testing.assert_allclose(states.pop("output"), y[:, t], atol=1e-5)
+        print("served", path)
+    assert not any(m.split(".")[0] in ("keras", "keras_lstm_variants") for m in sys.modules)
+    try:
+        import keras_lstm_variants
+    except ImportError:
+        print("blocked")
+    """
+)
+
+
+def run(command, **kwargs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}
+    return subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=300, env=env, **kwargs
+    )
+
+
+def test_served_without_this_package_or_keras(stacked, tmp_path):
+    paths = [stacked[3]] + [os.path.join(GOLDEN, variant) for variant in klv.VARIANTS]
+    # From an empty directory, so the checkout cannot be imported from the working directory.
+    result = run([sys.executable, "-c", SERVE_ELSEWHERE, *paths], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("served") == len(paths) and "blocked" in result.stdout
+
+
+def test_saved_model_cli_show_and_run(stacked, tmp_path):
+    model, _, _, path = stacked
+    shown = run(["saved_model_cli", "show", "--dir", path, "--all"])
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    for signature in ("serving_default", "initial_state", "step"):
+        assert f"signature_def['{signature}']" in shown.stdout
+    assert "shape: (-1, -1, 3)" in shown.stdout
+
+    x = np.linspace(-1, 1, 30, dtype=np.float32).reshape(2, 5, 3)
+    ran = run(
+        [
+            "saved_model_cli",
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--input_exprs",
+            f"inputs={x.tolist()}",
+            "--outdir",
+            str(tmp_path),
+        ]
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "output.npy"), model(x), atol=1e-5)
