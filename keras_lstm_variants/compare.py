@@ -1,0 +1,338 @@
+"""``keras-lstm-variants compare``: every variant on the long-range subject-verb agreement task.
+
+Each variant of :data:`keras_lstm_variants.VARIANTS`, and a ``keras.layers.SimpleRNN`` baseline
+(``simplernn``), reads one-hot sentences of the agreement language of
+:mod:`keras_lstm_variants.tasks` and predicts the verb's number from its last state::
+
+    Input(None, vocabulary) -> recurrent layer(units) -> Dense(1, sigmoid)
+
+Every model trains on the same sentences, an equal number at each distance, with batches of one
+distance each (so no padding), with the same seed and optimizer, then is scored on fresh
+sentences at each distance. Under ``--out`` it writes:
+
+* ``results.md`` / ``results.json``: variant x distance -> test accuracy, parameters, seconds
+  per epoch (also printed);
+* ``accuracy_vs_distance.png``: the plot (needs matplotlib, the ``examples`` extra);
+* ``tensorboard/<variant>/``: Keras's TensorBoard logs, plus GateStatistics of every variant;
+* ``saved_models/<variant>/``: each trained model, exported with ``export_saved_model``.
+"""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import VARIANTS
+from .cli import UsageError
+from .export import export_saved_model
+from .gates import GateStatistics
+from .tasks import VOCABULARY, agreement_data
+
+#: Name of the keras.layers.SimpleRNN baseline on the command line.
+BASELINE = "simplernn"
+DEFAULT_DISTANCES = (5, 20, 50, 100, 200, 500)
+#: Settings of the default run and of ``--quick`` (command-line options override them).
+PRESETS = {
+    "default": {"distances": DEFAULT_DISTANCES, "epochs": 8, "units": 32, "batches": 8},
+    "quick": {"distances": (5, 20), "epochs": 2, "units": 8, "batches": 2},
+}
+BATCH_SIZE = 32
+TEST_SIZE = 256
+LEARNING_RATE = 0.001
+#: XLA compiles one program per sentence length: minutes under load, for little gain here.
+JIT_COMPILE = False
+#: Longest distance accepted: one sentence is distance + 2 time steps.
+MAX_DISTANCE = 10_000
+
+
+def variant_names():
+    """The names ``--variants`` accepts, in table order: the variants, then the baseline."""
+    return (*VARIANTS, BASELINE)
+
+
+def configure(parser):
+    parser.add_argument(
+        "--variants",
+        default=",".join(variant_names()),
+        help="comma-separated, from: %(default)s (default: all)",
+    )
+    parser.add_argument(
+        "--distances",
+        help="comma-separated distractor distances, integers >= 1 "
+        f"(default: {','.join(map(str, DEFAULT_DISTANCES))}; --quick: 5,20)",
+    )
+    parser.add_argument("--epochs", type=int, help="training epochs (default: 8; --quick: 2)")
+    parser.add_argument("--units", type=int, help="units of each recurrent layer (default: 32)")
+    parser.add_argument(
+        "--out", default="compare-out", help="output directory (default: %(default)s)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a small run of about a minute")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+# ------------------------------------------------------------------------------ arguments
+def parse_variants(text):
+    known = variant_names()
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise UsageError(
+            f"--variants: unknown variant {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(known)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def parse_distances(text):
+    try:
+        distances = [int(part) for part in text.split(",")]
+    except ValueError:
+        distances = []
+    if not distances or any(not 1 <= d <= MAX_DISTANCE for d in distances):
+        raise UsageError(
+            f"--distances: expected comma-separated integers from 1 to {MAX_DISTANCE}; "
+            f"received {text!r}"
+        )
+    return sorted(set(distances))
+
+
+def check_positive(option, value):
+    if value < 1:
+        raise UsageError(f"{option}: must be a positive integer; received {value}")
+    return value
+
+
+def prepare_out(path):
+    """Create ``path`` and prove it writable, before any training."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write-test")
+        with open(probe, "w") as file:
+            file.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise UsageError(f"--out: cannot write to {path!r}: {error.strerror or error}") from None
+    return path
+
+
+def require_matplotlib():
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError(
+            "the accuracy plot needs matplotlib, which is not installed; install it with "
+            "pip install \"keras-lstm-variants[examples]\" (or pip install matplotlib)"
+        ) from None
+    matplotlib.use("Agg")
+
+
+def settings(args):
+    """The validated settings of a run, from the command line over the preset."""
+    preset = PRESETS["quick" if args.quick else "default"]
+    return {
+        "variants": parse_variants(args.variants),
+        "distances": (
+            parse_distances(args.distances) if args.distances else list(preset["distances"])
+        ),
+        "epochs": check_positive("--epochs", preset["epochs"] if args.epochs is None else args.epochs),
+        "units": check_positive("--units", preset["units"] if args.units is None else args.units),
+        "batches": preset["batches"],
+        "seed": args.seed,
+        "out": prepare_out(args.out),
+    }
+
+
+# ------------------------------------------------------------------------------- training
+def build_model(name, units):
+    """``Input -> name's recurrent layer(units) -> Dense(1, sigmoid)``, compiled."""
+    if name == BASELINE:
+        recurrent = keras.layers.SimpleRNN(units, name=name)
+    else:
+        recurrent = VARIANTS[name][1](units, name=name)
+    model = keras.Sequential(
+        [
+            keras.Input((None, len(VOCABULARY)), name="sentence"),
+            recurrent,
+            keras.layers.Dense(1, activation="sigmoid", name="plural_verb"),
+        ],
+        name=name,
+    )
+    model.compile(
+        keras.optimizers.Adam(LEARNING_RATE),
+        "binary_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=JIT_COMPILE,
+    )
+    return model
+
+
+def training_batches(distances, batches, seed):
+    """``batches`` batches of :data:`BATCH_SIZE` sentences per distance, one distance each."""
+    result = []
+    for distance in distances:
+        x, y = agreement_data(distance, batches * BATCH_SIZE, seed=[seed, distance, 0])
+        y = y.astype("float32")[:, None]
+        result += [(x[i : i + BATCH_SIZE], y[i : i + BATCH_SIZE]) for i in range(0, len(x), BATCH_SIZE)]
+    return result
+
+
+def as_dataset(batches, seed):
+    """``batches`` as a ``tf.data`` pipeline, shuffled anew each epoch from ``seed``.
+
+    Built afresh for each model, so every model sees the same batches in the same order.
+    """
+    rng = np.random.default_rng([seed, 1])
+
+    def shuffled():
+        for index in rng.permutation(len(batches)):
+            yield batches[index]
+
+    signature = (
+        tf.TensorSpec((None, None, len(VOCABULARY)), tf.float32),
+        tf.TensorSpec((None, 1), tf.float32),
+    )
+    dataset = tf.data.Dataset.from_generator(shuffled, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
+
+
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records the wall-clock seconds of each training epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def seconds_per_epoch(seconds):
+    """The median epoch time, leaving out the first epoch (graph tracing) when there are more."""
+    return float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
+
+
+def held_out(distance, seed):
+    """The :data:`TEST_SIZE` test sentences at ``distance``: never trained on."""
+    return agreement_data(distance, TEST_SIZE, seed=[seed, distance, 1])
+
+
+def held_out_accuracy(model, distances, seed):
+    """Accuracy of ``model`` on the held-out sentences at each distance."""
+    accuracy = {}
+    for distance in distances:
+        x, y = held_out(distance, seed)
+        predicted = model.predict(x, batch_size=TEST_SIZE, verbose=0)[:, 0] > 0.5
+        accuracy[distance] = float(np.mean(predicted == y))
+    return accuracy
+
+
+def probe_batch(distances, seed, size=8):
+    """The GateStatistics probe: ``size`` test sentences at the longest distance up to 50."""
+    distance = max([d for d in distances if d <= 50] or [min(distances)])
+    return agreement_data(distance, size, seed=[seed, distance, 2])[0]
+
+
+def log_accuracy(log_dir, accuracy):
+    """Write the test accuracies to TensorBoard as ``test/accuracy_by_distance`` (step = distance)."""
+    with tf.summary.create_file_writer(os.path.join(log_dir, "test")).as_default():
+        for distance, value in accuracy.items():
+            tf.summary.scalar("test/accuracy_by_distance", value, step=distance)
+
+
+def train_variant(name, config, batches):
+    """Train, score, log and export one model; return its row of the results."""
+    keras.utils.set_random_seed(config["seed"])
+    model = build_model(name, config["units"])
+    log_dir = os.path.join(config["out"], "tensorboard", name)
+    timer = EpochTimer()
+    callbacks = [timer, keras.callbacks.TensorBoard(log_dir)]
+    if name != BASELINE:  # SimpleRNN has no gates to trace
+        callbacks.append(GateStatistics(log_dir, probe_batch(config["distances"], config["seed"])))
+    model.fit(
+        as_dataset(batches, config["seed"]),
+        epochs=config["epochs"],
+        callbacks=callbacks,
+        shuffle=False,  # as_dataset shuffles
+        verbose=2,
+    )
+    accuracy = held_out_accuracy(model, config["distances"], config["seed"])
+    log_accuracy(log_dir, accuracy)
+    os.makedirs(os.path.join(config["out"], "saved_models"), exist_ok=True)
+    export_saved_model(model, os.path.join(config["out"], "saved_models", name))
+    return {
+        "variant": name,
+        "parameters": int(model.count_params()),
+        "seconds_per_epoch": seconds_per_epoch(timer.seconds),
+        "accuracy": accuracy,
+    }
+
+
+# -------------------------------------------------------------------------------- results
+def format_table(rows, distances):
+    """The results as a Markdown table: variant, parameters, s/epoch, accuracy per distance."""
+    header = ["variant", "parameters", "s/epoch"] + [f"d={d}" for d in distances]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["variant"], f"{row['parameters']:,}", f"{row['seconds_per_epoch']:.2f}"]
+        cells += [f"{100 * row['accuracy'][d]:.1f}%" for d in distances]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows, distances, path):
+    """Save accuracy against distance, one line per variant, as a PNG."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        axes.plot(distances, [row["accuracy"][d] for d in distances], marker="o", label=row["variant"])
+    axes.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
+    axes.set_xscale("log")
+    axes.set_xticks(distances, [str(d) for d in distances])
+    axes.set_ylim(0, 1.05)
+    axes.set_xlabel("distance: distractor tokens between subject and verb")
+    axes.set_ylabel("test accuracy of the verb's number")
+    axes.set_title("Subject-verb agreement across a distractor clause")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def run(args):
+    config = settings(args)
+    require_matplotlib()
+    out, distances, names = config["out"], config["distances"], config["variants"]
+    print(
+        f"compare: {len(names)} models ({', '.join(names)}), distances {distances}, "
+        f"{config['epochs']} epochs of {config['batches'] * len(distances)} batches, "
+        f"{config['units']} units, seed {config['seed']}; writing to {out}",
+        flush=True,
+    )
+    batches = training_batches(distances, config["batches"], config["seed"])
+    rows = []
+    for number, name in enumerate(names, 1):
+        print(f"[{number}/{len(names)}] {name}", flush=True)
+        start = time.perf_counter()
+        rows.append(train_variant(name, config, batches))
+        accuracy = ", ".join(f"d={d}: {100 * a:.1f}%" for d, a in rows[-1]["accuracy"].items())
+        print(f"[{number}/{len(names)}] {name} done in {time.perf_counter() - start:.0f} s; {accuracy}", flush=True)
+    table = format_table(rows, distances)
+    with open(os.path.join(out, "results.md"), "w") as file:
+        file.write(table + "\n")
+    with open(os.path.join(out, "results.json"), "w") as file:
+        json.dump({"settings": {k: v for k, v in config.items()}, "results": rows}, file, indent=2)
+    plot(rows, distances, os.path.join(out, "accuracy_vs_distance.png"))
+    print(f"\n{table}\n")
+    print(f"plot: {os.path.join(out, 'accuracy_vs_distance.png')}")
+    print(f"models: {os.path.join(out, 'saved_models')}/<variant>")
+    print(f"TensorBoard: tensorboard --logdir {os.path.join(out, 'tensorboard')}")
+    return 0

@@ -1,0 +1,212 @@
+"""``keras-lstm-variants compare`` end to end, its bad-input errors, and the task's labels."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from keras_lstm_variants import VARIANTS, cli, compare
+from keras_lstm_variants.tasks import ATTRACTORS, SUBJECTS, VOCABULARY, agreement_data, decode
+
+ALL = [*VARIANTS, compare.BASELINE]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def run_command(command, timeout=600):
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One ``--quick`` run of every model through the console script."""
+    out = tmp_path_factory.mktemp("compare") / "out"
+    result = run_command(["keras-lstm-variants", "compare", "--quick", "--out", str(out)])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_quick_prints_the_table_and_progress(quick_run):
+    out, stdout = quick_run
+    for number, name in enumerate(ALL, 1):
+        assert f"[{number}/{len(ALL)}] {name}" in stdout  # progress
+        assert "Epoch 2/2" in stdout
+    table = (out / "results.md").read_text()
+    assert table.strip() in stdout
+    assert table.splitlines()[0] == "| variant | parameters | s/epoch | d=5 | d=20 |"
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ALL
+
+
+def test_quick_results_json_matches_the_models(quick_run):
+    out, _ = quick_run
+    results = json.loads((out / "results.json").read_text())["results"]
+    units = compare.PRESETS["quick"]["units"]
+    for row in results:
+        model = compare.build_model(row["variant"], units)
+        assert row["parameters"] == model.count_params()
+        assert set(row["accuracy"]) == {"5", "20"}
+        # Accuracies are fractions of TEST_SIZE sentences.
+        for accuracy in row["accuracy"].values():
+            assert 0 <= accuracy <= 1 and (accuracy * compare.TEST_SIZE) % 1 < 1e-6
+        assert row["seconds_per_epoch"] > 0
+
+
+def test_quick_writes_the_plot(quick_run):
+    out, _ = quick_run
+    png = (out / "accuracy_vs_distance.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def _tags(directory):
+    accumulator = EventAccumulator(str(directory), size_guidance={"tensors": 0, "scalars": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_quick_writes_tensorboard_logs_with_gate_statistics(quick_run):
+    out, _ = quick_run
+    for name in ALL:
+        run = out / "tensorboard" / name
+        assert list((run / "train").glob("events.out.tfevents.*"))
+        test = _tags(run / "test")
+        steps = [event.step for event in test.Tensors("test/accuracy_by_distance")]
+        assert steps == [5, 20]
+        gates = run / "gates"
+        if name == compare.BASELINE:
+            assert not gates.exists()  # SimpleRNN has no gates
+            continue
+        tags = _tags(gates).Tags()["tensors"]
+        cell = VARIANTS[name][0]
+        for gate in cell.gate_names:
+            assert f"gates/{name}/{gate}/mean" in tags
+            assert f"gates/{name}/{gate}/right_saturated" in tags
+
+
+def test_quick_exports_models_that_load_and_agree_with_the_table(quick_run):
+    import tensorflow as tf
+
+    out, _ = quick_run
+    results = {row["variant"]: row for row in json.loads((out / "results.json").read_text())["results"]}
+    x, y = compare.held_out(5, seed=0)  # the sentences compare scored
+    for name in ALL:
+        path = out / "saved_models" / name
+        assert (path / "saved_model.pb").exists()
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        probabilities = serve(tf.constant(x))["output"].numpy()
+        accuracy = np.mean((probabilities[:, 0] > 0.5) == y)
+        assert accuracy == pytest.approx(results[name]["accuracy"]["5"], abs=1e-9)
+
+
+def test_python_dash_m_runs_compare(tmp_path):
+    out = tmp_path / "out"
+    result = run_command(
+        [sys.executable, "-m", "keras_lstm_variants", "compare", "--quick", "--variants", "cifg",
+         "--distances", "6", "--epochs", "1", "--out", str(out)]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| cifg |" in result.stdout
+    assert (out / "saved_models" / "cifg" / "saved_model.pb").exists()
+
+
+# --------------------------------------------------------------------------- bad input
+def test_unknown_variant_exits_2_without_traceback_in_a_subprocess(tmp_path):
+    result = run_command(
+        [sys.executable, "-m", "keras_lstm_variants", "compare", "--variants", "lstm,transformer",
+         "--out", str(tmp_path / "out")]
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--variants" in result.stderr and "'transformer'" in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--variants", "lstm,foo"], "--variants: unknown variant 'foo'"),
+        (["--variants", ","], "--variants"),
+        (["--distances", "5,0"], "--distances"),
+        (["--distances", "5,abc"], "--distances"),
+        (["--distances", "-3"], "--distances"),
+        (["--distances", str(compare.MAX_DISTANCE + 1)], "--distances"),
+        (["--epochs", "0"], "--epochs"),
+        (["--units", "-1"], "--units"),
+    ],
+)
+def test_bad_arguments_exit_2_before_training(arguments, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compare, "train_variant", _must_not_train)
+    code = cli.main(["compare", "--out", str(tmp_path / "out"), *arguments])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert message in error and "Traceback" not in error
+
+
+def _must_not_train(*args):
+    raise AssertionError("training started despite bad input")
+
+
+def test_unwritable_out_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compare, "train_variant", _must_not_train)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for out in (blocker, blocker / "sub"):
+        assert cli.main(["compare", "--quick", "--out", str(out)]) == 2
+        error = capsys.readouterr().err
+        assert "--out: cannot write to" in error and str(out) in error
+
+
+def test_missing_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compare, "train_variant", _must_not_train)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert cli.main(["compare", "--quick", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "needs matplotlib" in error and "keras-lstm-variants[examples]" in error
+
+
+# ------------------------------------------------------------------------------- the task
+SINGULAR = {pair[0] for pair in SUBJECTS + ATTRACTORS}
+PLURAL = {pair[1] for pair in SUBJECTS + ATTRACTORS}
+
+
+@pytest.mark.parametrize("distance", [1, 5, 37])
+def test_labels_agree_with_the_subject(distance):
+    """An independent reading of each sentence, word by word, gives the generator's labels."""
+    x, y = agreement_data(distance, 64, seed=distance)
+    assert x.shape == (64, distance + 2, len(VOCABULARY))
+    assert np.all(x.sum(-1) == 1)  # one-hot
+    for sentence, label in zip(x, y):
+        words = decode(sentence)
+        subject, clause, end = words[0], words[1:-1], words[-1]
+        assert subject in {word for pair in SUBJECTS for word in pair}
+        assert end == ","
+        assert label == (1 if subject in PLURAL else 0)
+        assert subject.endswith("s") == bool(label)  # "cats" / "dogs" are plural
+        nouns = [word for word in clause if word in SINGULAR | PLURAL]
+        assert nouns, "every clause has an attractor noun"
+        assert (nouns[-1] in PLURAL) != (subject in PLURAL)  # the last noun is an attractor
+    assert 0.3 < y.mean() < 0.7
+
+
+def test_shortcuts_do_not_predict_the_label():
+    """Neither the majority number of the clause's nouns nor any position but 0 gives the label."""
+    x, y = agreement_data(50, 512, seed=1)
+    plural = np.isin(np.array([decode(s) for s in x]), sorted(PLURAL))
+    singular = np.isin(np.array([decode(s) for s in x]), sorted(SINGULAR))
+    clause_majority = plural[:, 1:-1].sum(1) > singular[:, 1:-1].sum(1)
+    assert 0.3 < np.mean(clause_majority == y) < 0.7
+    assert np.all(plural[:, 0] == y.astype(bool))
+
+
+def test_same_seed_same_sentences_and_bad_arguments():
+    a, b, c = (agreement_data(5, 8, seed=s) for s in (3, 3, 4))
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], c[0])
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="`distance`"):
+            agreement_data(bad, 8, seed=0)
+    with pytest.raises(ValueError, match="`size`"):
+        agreement_data(5, 0, seed=0)
