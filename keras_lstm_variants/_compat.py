@@ -3,7 +3,7 @@
 * ``DropoutRNNCell``: ``keras.layers.RNN`` prepares one dropout mask per sequence only for
   cells that inherit it, so our cells must, exactly as ``keras.layers.LSTMCell`` does.
 * ``rnn``: the backend's time loop (``tf.while_loop`` on TensorFlow), which the sequence
-  layers drive directly so the input projection can run as one GEMM before the loop.
+  layers drive directly with each step's ``cell.gates`` (see ``VariantRNN.inner_loop``).
 
 Both live under ``keras.src``; setup.cfg pins ``keras<4`` and tests/test_compat.py fails loudly
 if a Keras release moves them.
