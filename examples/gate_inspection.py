@@ -21,10 +21,9 @@ import os
 import tempfile
 import time
 
-import numpy as np
-
 import _common
 import keras
+
 import keras_lstm_variants as klv
 from keras_lstm_variants.tasks import agreement_data
 

@@ -294,10 +294,11 @@ COLORMAP = np.stack(
     [np.interp(np.linspace(0, 8, 256), np.arange(9), _VIRIDIS[:, k]) for k in range(3)], axis=1
 ).astype(np.uint8)
 MASKED_COLOR = (160, 160, 160)
+DOT_COLOR = (31, 119, 180)
 
 
 def colorize(values, low, high):
-    """Map ``values`` onto :data:`COLORMAP` between ``low`` and ``high``; NaN is grey. → uint8 RGB."""
+    """``values`` as uint8 RGB: :data:`COLORMAP` from ``low`` to ``high``, NaN grey."""
     scaled = np.clip((np.nan_to_num(values, nan=low) - low) / (high - low), 0.0, 1.0)
     image = COLORMAP[np.round(scaled * 255).astype(int)]
     image[np.isnan(values)] = MASKED_COLOR
@@ -341,7 +342,7 @@ def saturation_plot(left, right, size=256, dot=2):
         if np.isnan(x) or np.isnan(y):
             continue
         col, row = round(x * (size - 1)), round((1 - y) * (size - 1))
-        canvas[max(row - dot, 0) : row + dot + 1, max(col - dot, 0) : col + dot + 1] = (31, 119, 180)
+        canvas[max(row - dot, 0) : row + dot + 1, max(col - dot, 0) : col + dot + 1] = DOT_COLOR
     return canvas
 
 
@@ -499,4 +500,4 @@ class GateStatistics(keras.callbacks.Callback):
         )
 
 
-__all__ = ["GateStatistics", "trace_gates", "find_variant_layers", "saturation"]
+__all__ = ["GateStatistics", "find_variant_layers", "saturation", "trace_gates"]
