@@ -27,7 +27,8 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
 
 def build_sequence_layer(case, path, **kwargs):
-    """``keras.layers.RNN(cell)`` (path "rnn") or the variant's own layer (the fast path)."""
+    """``keras.layers.RNN(cell)`` (path "rnn") or the variant's own layer, whose own time loop
+    (``VariantRNN.inner_loop``) drives the cell's methods directly (path "layer")."""
     kwargs.update(return_sequences=True, return_state=True)
     if path == "rnn":
         cell_kwargs = {
@@ -52,6 +53,18 @@ def test_sequence_matches_reference(case, path):
     assert len(final) == len(expected_final)
     for state, expected_state in zip(final, expected_final):
         np.testing.assert_allclose(state, expected_state, **TOLERANCE)
+
+
+@pytest.mark.parametrize("case, forget_block", [("lstm", 1), ("peephole-all", 1), ("cifg", 0)])
+def test_unit_forget_bias_starts_the_forget_block_at_one(case, forget_block):
+    """Weights in issue 2's order: LSTM blocks i, f, g, o; CIFG blocks f, g, o."""
+    for unit_forget_bias in (True, False):
+        cell = make_cell(case, unit_forget_bias=unit_forget_bias)
+        cell.build((BATCH, FEATURES))
+        blocks = np.split(np.asarray(cell.bias), 4 if case != "cifg" else 3)
+        for index, block in enumerate(blocks):
+            expected = 1.0 if unit_forget_bias and index == forget_block else 0.0
+            np.testing.assert_array_equal(block, np.full(3, expected))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -127,21 +127,22 @@ def test_trained_keras_lstm_loads_into_lstm():
     np.testing.assert_allclose(ours(x), trained(x), **TOLERANCE)
 
 
-# --------------------------------------------------- fast path == RNN(cell)
+# ------------------------------------------- the layers' own loop == RNN(cell)
 
 
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
 @pytest.mark.parametrize("case", VARIANT_CASES)
-def test_fast_path_equals_rnn_of_cell(case, go_backwards):
-    """The layers' fast path (one input GEMM before the loop) equals ``keras.layers.RNN(cell)``:
+def test_layer_loop_equals_rnn_of_cell(case, go_backwards):
+    """The layers' own time loop (``VariantRNN.inner_loop``, which calls the cell's methods
+    directly) equals ``keras.layers.RNN(cell)``:
     forward and gradients, with a padded mask and non-zero initial states."""
     options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
     x, states = data(case)
-    fast = build(make_layer(case, **options), x)
+    layer = build(make_layer(case, **options), x)
     plain = build(keras.layers.RNN(make_cell(case), **options), x)
-    plain.set_weights(randomize(fast))
-    assert type(fast).inner_loop is not keras.layers.RNN.inner_loop
-    assert_same_run(fast, plain, x, states, padding_mask())
+    plain.set_weights(randomize(layer))
+    assert type(layer).inner_loop is not keras.layers.RNN.inner_loop
+    assert_same_run(layer, plain, x, states, padding_mask())
 
 
 # ---------------------------------------------------------------- contract
