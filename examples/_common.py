@@ -13,9 +13,9 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
+import keras
 
-import keras_lstm_variants as klv  # noqa: E402
+import keras_lstm_variants as klv
 
 
 def variant_list(text):
@@ -91,6 +91,26 @@ def train(args, name, build, x, y, validation_data, sample_weight=None, patience
         verbose=0,
     )
     return model, len(history.history["loss"]), time.perf_counter() - start
+
+
+def compare(args, build, data, evaluate, title, metrics, baselines=(), label="{}", **fit_options):
+    """Train every selected variant and print one table row per model.
+
+    Args:
+        build: ``build(name)`` returns a compiled model of variant ``name``.
+        data: ``(x, y, validation_data)`` or ``(x, y, validation_data, sample_weight)``.
+        evaluate: ``evaluate(model)`` returns the ``metrics`` of a trained model.
+        baselines: ``(label, *metrics)`` rows of reference models, printed first.
+        label: how a variant's row is named (``"Bidirectional({})"``).
+        fit_options: passed to :func:`train` (``patience``).
+    """
+    rows = [(*row, 0, "-") for row in baselines]
+    for name in args.variants:
+        model, epochs, seconds = train(args, name, build, *data, **fit_options)
+        print(f"{label.format(name)}: {epochs} epochs in {seconds:.0f} s", flush=True)
+        rows.append((label.format(name), *evaluate(model), model.count_params(), epochs))
+    print_table(title, ("model", *metrics, "params", "epochs"), rows)
+    return 0
 
 
 def print_table(title, headers, rows):

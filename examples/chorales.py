@@ -20,16 +20,16 @@ in ``--cache`` (one ``.npz``); ``--limit N`` uses only the first N chorales of t
     python examples/chorales.py --quick    # 10 chorales, a few epochs (what the test runs)
 """
 
+import argparse
 import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from music21 import corpus
-
 import _common
 import keras
+import numpy as np
 from keras import ops
+from music21 import corpus
 
 LOWEST, NOTES = 21, 88  # piano keys A0 .. C8
 
@@ -103,12 +103,12 @@ def writable_dir(text):
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as error:
-        raise _common.argparse.ArgumentTypeError(f"cannot write to {text!r}: {error.strerror}")
+        raise argparse.ArgumentTypeError(f"cannot write to {text!r}: {error.strerror}")
     return path
 
 
 def main():
-    parser = _common.make_parser(__doc__.split("\n")[0], epochs=200, units=128, batch_size=16)
+    parser = _common.make_parser(__doc__.split("\n")[0], epochs=100, units=64, batch_size=16)
     parser.add_argument(
         "--cache",
         type=writable_dir,
@@ -133,7 +133,6 @@ def main():
     frequency = np.clip(np.sum(train[1], (0, 1)) / np.sum(train[2]), 1e-4, 1 - 1e-4)
     log_odds = np.log(frequency / (1 - frequency))
     baseline = nll_per_step(np.broadcast_to(log_odds, test[1].shape), test[1], test[2])
-    rows = [("note frequencies", baseline, 0, "-")]
 
     def build(name):
         model = keras.Sequential(
@@ -144,22 +143,23 @@ def main():
                 keras.layers.Dense(NOTES, bias_initializer=keras.initializers.Constant(log_odds)),
             ]
         )
-        model.compile(keras.optimizers.Adam(1e-3), summed_bce)
+        model.compile(keras.optimizers.Adam(3e-3), summed_bce)
         return model
 
-    for name in args.variants:
-        model, epochs, _ = _common.train(
-            args, name, build, train[0], train[1], valid, sample_weight=train[2], patience=10
-        )
-        logits = model.predict(test[0], verbose=0)
-        rows.append((name, nll_per_step(logits, test[1], test[2]), model.count_params(), epochs))
-    _common.print_table(
+    def evaluate(model):
+        return (nll_per_step(model.predict(test[0], verbose=0), test[1], test[2]),)
+
+    return _common.compare(
+        args,
+        build,
+        (train[0], train[1], valid, train[2]),
+        evaluate,
         f"Bach chorales, test NLL per time step in nats ({len(test[0])} chorales, "
         f"{int(test[2].sum())} steps; lower is better)",
-        ("model", "NLL", "params", "epochs"),
-        rows,
+        ("NLL",),
+        baselines=[("note frequencies", baseline)],
+        patience=10,
     )
-    return 0
 
 
 if __name__ == "__main__":

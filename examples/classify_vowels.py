@@ -14,11 +14,10 @@ chance (the most frequent test class).
     python examples/classify_vowels.py --quick    # a few epochs (what the test runs)
 """
 
-import numpy as np
-from sktime.datasets import load_japanese_vowels
-
 import _common
 import keras
+import numpy as np
+from sktime.datasets import load_japanese_vowels
 
 
 def load(split):
@@ -71,21 +70,22 @@ def main():
         )
         return model
 
-    chance = np.bincount(y_test).max() / len(y_test)
-    rows = [("chance (majority class)", float(chance), 0, "-")]
-    for name in args.variants:
-        model, epochs, _ = _common.train(
-            args, name, build, x[:n_fit], y[:n_fit], (x[n_fit:], y[n_fit:]), patience=10
-        )
-        accuracy = np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test)
-        rows.append((f"Bidirectional({name})", float(accuracy), model.count_params(), epochs))
-    _common.print_table(
+    def evaluate(model):
+        return (float(np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test)),)
+
+    chance = float(np.bincount(y_test).max() / len(y_test))
+    return _common.compare(
+        args,
+        build,
+        (x[:n_fit], y[:n_fit], (x[n_fit:], y[n_fit:])),
+        evaluate,
         f"JapaneseVowels speaker, test accuracy ({len(x_test)} utterances, lengths "
         f"{lengths_test.min()}-{lengths_test.max()})",
-        ("model", "accuracy", "params", "epochs"),
-        rows,
+        ("accuracy",),
+        baselines=[("chance (majority class)", chance)],
+        label="Bidirectional({})",
+        patience=10,
     )
-    return 0
 
 
 if __name__ == "__main__":

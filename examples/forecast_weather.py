@@ -14,11 +14,10 @@ Printed: MAE and RMSE in degrees Celsius on 2015, one row per model.
     python examples/forecast_weather.py --quick    # a few epochs (what the test runs)
 """
 
-import numpy as np
-from vega_datasets import local_data
-
 import _common
 import keras
+import numpy as np
+from vega_datasets import local_data
 
 FEATURES = ("temp_max", "temp_min", "precipitation", "wind")
 TARGET = "temp_max"
@@ -71,20 +70,19 @@ def main():
         model.compile(keras.optimizers.Adam(3e-3), "mse")
         return model
 
-    rows = [("naive last value", *errors(last[test], y[test]), 0, "-")]
-    for name in args.variants:
-        model, epochs, _ = _common.train(
-            args, name, build, x[train], y_scaled[train], (x[valid], y_scaled[valid])
-        )
-        prediction = model.predict(x[test], verbose=0)[:, 0] * y_std + y_mean
-        rows.append((name, *errors(prediction, y[test]), model.count_params(), epochs))
-    _common.print_table(
+    def evaluate(model):
+        return errors(model.predict(x[test], verbose=0)[:, 0] * y_std + y_mean, y[test])
+
+    return _common.compare(
+        args,
+        build,
+        (x[train], y_scaled[train], (x[valid], y_scaled[valid])),
+        evaluate,
         f"Seattle daily high, {args.horizon} day(s) ahead from {args.window} days; "
         f"test {TEST_YEAR} ({int(test.sum())} days), degrees C",
-        ("model", "MAE", "RMSE", "params", "epochs"),
-        rows,
+        ("MAE", "RMSE"),
+        baselines=[("naive last value", *errors(last[test], y[test]))],
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,10 +23,9 @@ Delays are drawn uniformly from ``--min-delay``..``--max-delay``; every sequence
     python examples/timing.py --quick                             # what the test runs
 """
 
-import numpy as np
-
 import _common
 import keras
+import numpy as np
 
 
 def spikes(task, n, min_delay, max_delay, rng):
@@ -78,9 +77,7 @@ def main():
         args.epochs, sizes = 2, (256, 64, 128)
 
     rng = np.random.default_rng(args.seed)
-    train, valid, test = (
-        spikes(args.task, n, args.min_delay, args.max_delay, rng) for n in sizes
-    )
+    train, valid, test = (spikes(args.task, n, args.min_delay, args.max_delay, rng) for n in sizes)
     gts = args.task == "gts"
 
     def build(name):
@@ -94,20 +91,19 @@ def main():
         model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy" if gts else "mse")
         return model
 
-    rows = []
-    for name in args.variants:
-        model, epochs, _ = _common.train(
-            args, name, build, train[0], train[1], valid[:3], sample_weight=train[2], patience=10
-        )
+    def evaluate(model):
         output = model.predict(test[0], verbose=0)[..., 0]
-        exact, error = score(args.task, output, test[3], test[4], args.max_delay)
-        rows.append((name, exact, error, model.count_params(), epochs))
-    _common.print_table(
+        return score(args.task, output, test[3], test[4], args.max_delay)
+
+    return _common.compare(
+        args,
+        build,
+        (train[0], train[1], valid[:3], train[2]),
+        evaluate,
         f"{args.task}: delays {args.min_delay}-{args.max_delay} steps, {sizes[2]} test sequences",
-        ("model", "exact", "MAE (steps)", "params", "epochs"),
-        rows,
+        ("exact", "MAE (steps)"),
+        patience=10,
     )
-    return 0
 
 
 if __name__ == "__main__":
