@@ -180,16 +180,24 @@ def _add_checked(archive, name, fn, specs):
     archive.add_endpoint(name, checked, input_signature=specs)
 
 
-def _rnn_layers_state_names(layer, structure):
-    """Names of the flat state tensors of recurrent ``layer``: ``<layer>_<state>``."""
-    cells = getattr(layer.cell, "cells", [layer.cell])
-    names = []
-    for index, cell in enumerate(cells):
-        prefix = layer.name if len(cells) == 1 else f"{layer.name}_{index}"
-        count = len(tf.nest.flatten(structure[index] if len(cells) > 1 else structure))
-        state_names = getattr(cell, "state_names", None) or [f"state{k}" for k in range(count)]
-        names += [f"{prefix}_{name}" for name in state_names]
-    return names
+def _state_names(layer, structure):
+    """Names of recurrent ``layer``'s flat states: ``<layer>_<state>``, or
+    ``<layer>_<i>_<state>`` for the i-th cell of a ``StackedRNNCells``."""
+    cells = getattr(layer.cell, "cells", None)
+    if cells is None:
+        return [f"{layer.name}_{name}" for name in _cell_state_names(layer.cell, structure)]
+    return [
+        f"{layer.name}_{index}_{name}"
+        for index, cell in enumerate(cells)
+        for name in _cell_state_names(cell, structure[index])
+    ]
+
+
+def _cell_state_names(cell, structure):
+    """A cell's ``state_names`` (h, c), or ``state0, state1, ...`` for cells without them."""
+    count = len(tf.nest.flatten(structure))
+    names = tuple(getattr(cell, "state_names", ()))
+    return names if len(names) == count else [f"state{k}" for k in range(count)]
 
 
 class Stream:
@@ -223,7 +231,7 @@ class Stream:
                     )
                 structure = layer.cell.get_initial_state(batch_size=1)
                 self.structures[layer.name] = structure
-                self.names += _rnn_layers_state_names(layer, structure)
+                self.names += _state_names(layer, structure)
                 per_step = layer.return_sequences
             elif per_step and not _is_per_step(layer):
                 raise ValueError(

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -118,22 +119,103 @@ def assert_portable_graph(path):
     assert "_XlaMustCompile" not in attrs
 
 
+#: Runs in a fresh Python where keras_lstm_variants and keras cannot be imported: loads each
+#: SavedModel given on the command line and checks serving_default and step against its recorded
+#: .npz.
+SERVE_ELSEWHERE = textwrap.dedent(
+    """
+    import importlib.machinery
+    import sys
+
+    class Block:
+        # Makes keras_lstm_variants and keras look uninstalled: a spec without a loader.
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("keras_lstm_variants", "keras"):
+                return importlib.machinery.ModuleSpec(name, None)
+
+    sys.meta_path.insert(0, Block())
+    import numpy as np
+    import tensorflow as tf
+
+    for path in sys.argv[1:]:
+        recorded = np.load(path + ".npz")
+        x, y = recorded["inputs"], recorded["outputs"]
+        loaded = tf.saved_model.load(path)
+        np.testing.assert_allclose(loaded.signatures["serving_default"](inputs=x)["output"], y, atol=1e-5)
+        states = loaded.signatures["initial_state"](batch_size=x.shape[0])
+        for t in range(x.shape[1]):
+            states = loaded.signatures["step"](x_t=x[:, t], **states)
+            np.testing.assert_allclose(states.pop("output"), y[:, t], atol=1e-5)
+        print("served", path)
+    assert not any(m.split(".")[0] in ("keras", "keras_lstm_variants") for m in sys.modules)
+    try:
+        import keras_lstm_variants
+    except ImportError:
+        print("blocked")
+    """
+)
+
+
+#: What the saved_model_cli run check feeds.
+CLI_INPUTS = np.linspace(-1, 1, 30, dtype=np.float32).reshape(2, 5, 3)
+
+
+class Job:
+    """A command running in the background, from an empty directory ``where`` (so nothing is
+    imported from the checkout), its output going to files there."""
+
+    def __init__(self, command, where):
+        os.makedirs(where)
+        self.where = where
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}
+        with open(where / "stdout", "w") as out, open(where / "stderr", "w") as err:
+            self.process = subprocess.Popen(command, cwd=where, env=env, stdout=out, stderr=err)
+
+    def result(self):
+        """``(stdout, stderr)`` once it has exited; fails the test if it failed."""
+        code = self.process.wait(timeout=300)
+        stdout, stderr = ((self.where / name).read_text() for name in ("stdout", "stderr"))
+        assert code == 0, stderr[-3000:]
+        return stdout, stderr
+
+
 @pytest.fixture(scope="module")
 def stacked(tmp_path_factory):
-    """The stacked model, an input batch, and its streaming SavedModel."""
+    """The stacked model, an input batch and its streaming SavedModel at ``path``; and the
+    process-isolated checks of that SavedModel, started in the background (``jobs``), since
+    each spends seconds importing TensorFlow while the in-process tests can run."""
     rng = np.random.default_rng(4)
     model = stacked_model(rng)
     x = rng.normal(0.0, 1.0, (BATCH, TIME, FEATURES)).astype("float32")
-    path = str(tmp_path_factory.mktemp("export") / "stacked" / "1")
+    root = tmp_path_factory.mktemp("export")
+    path = str(root / "stacked" / "1")
     os.makedirs(os.path.dirname(path))
     assert klv.export_saved_model(model, path, streaming=True) == path
     np.savez(path + ".npz", inputs=x, outputs=model(x).numpy())
-    return model, x, rng, path
+    golden = [os.path.join(GOLDEN, variant) for variant in klv.VARIANTS]
+    cli = ["saved_model_cli", "run", "--dir", path, "--tag_set", "serve", "--signature_def"]
+    commands = {
+        "serve": [sys.executable, "-c", SERVE_ELSEWHERE, path, *golden],
+        "show": ["saved_model_cli", "show", "--dir", path, "--all"],
+        "run": [
+            *cli,
+            "serving_default",
+            "--input_exprs",
+            f"inputs={CLI_INPUTS.tolist()}",
+            "--outdir",
+            str(root),
+        ],
+    }
+    jobs = {name: Job(command, root / name) for name, command in commands.items()}
+    loaded = tf.saved_model.load(path)
+    yield SimpleNamespace(model=model, x=x, rng=rng, path=path, loaded=loaded, root=root, jobs=jobs)
+    for job in jobs.values():
+        job.process.kill()
 
 
 def test_serving_default_equals_keras_at_any_length(stacked):
-    model, x, _, path = stacked
-    serve = tf.saved_model.load(path).signatures["serving_default"]
+    model, x = stacked.model, stacked.x
+    serve = stacked.loaded.signatures["serving_default"]
     spec = serve.structured_input_signature[1]["inputs"]
     assert spec.shape.as_list() == [None, None, FEATURES]
     for length in (5, TIME, 9):
@@ -142,8 +224,7 @@ def test_serving_default_equals_keras_at_any_length(stacked):
 
 
 def test_step_streams_the_sequence_from_any_state(stacked):
-    model, x, rng, path = stacked
-    loaded = tf.saved_model.load(path)
+    model, x, rng, loaded = stacked.model, stacked.x, stacked.rng, stacked.loaded
     assert sorted(loaded.signatures["initial_state"](batch_size=BATCH)) == sorted(STATE_NAMES)
     states, flat = random_states(model, rng)
     expected, expected_final = keras_from_states(model, x, states)
@@ -153,17 +234,17 @@ def test_step_streams_the_sequence_from_any_state(stacked):
 
 
 def test_initial_state_is_zeros_of_the_batch(stacked):
-    states = tf.saved_model.load(stacked[3]).signatures["initial_state"](batch_size=5)
+    states = stacked.loaded.signatures["initial_state"](batch_size=5)
     assert {name: tuple(s.shape) for name, s in states.items()}["peephole_c"] == (5, 3)
     assert all(not np.any(s) and s.shape[0] == 5 for s in states.values())
 
 
 def test_graph_has_no_cudnn_or_xla_ops(stacked):
-    assert_portable_graph(stacked[3])
+    assert_portable_graph(stacked.path)
 
 
 def test_wrong_feature_size_raises(stacked):
-    loaded = tf.saved_model.load(stacked[3])
+    loaded = stacked.loaded
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"inputs.*expected shape \[\?,\?,3\]"):
         loaded.signatures["serving_default"](inputs=tf.zeros((BATCH, TIME, FEATURES + 1)))
     with pytest.raises(TypeError, match="Can not cast"):
@@ -174,7 +255,7 @@ def test_wrong_feature_size_raises(stacked):
 
 
 def test_tflite_equals_keras_at_fixed_length_and_step(stacked, tmp_path):
-    model, x, rng, _ = stacked
+    model, x, rng = stacked.model, stacked.x, stacked.rng
     path = klv.export_tflite(
         model, tmp_path / "m.tflite", time_steps=TIME, batch_size=BATCH, streaming=True
     )
@@ -268,82 +349,16 @@ def test_golden_models_are_rebuilt_by_their_seeds():
         np.testing.assert_allclose(model(inputs), recorded["outputs"], atol=1e-5)
 
 
-#: Runs in a fresh Python where keras_lstm_variants and keras cannot be imported: loads each
-#: SavedModel given on the command line and checks serving_default and step against its recorded
-#: .npz.
-SERVE_ELSEWHERE = textwrap.dedent(
-    """
-    import importlib.machinery
-    import sys
-
-    class Block:
-        # Makes keras_lstm_variants and keras look uninstalled: a spec without a loader.
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("keras_lstm_variants", "keras"):
-                return importlib.machinery.ModuleSpec(name, None)
-
-    sys.meta_path.insert(0, Block())
-    import numpy as np
-    import tensorflow as tf
-
-    for path in sys.argv[1:]:
-        recorded = np.load(path + ".npz")
-        x, y = recorded["inputs"], recorded["outputs"]
-        loaded = tf.saved_model.load(path)
-        np.testing.assert_allclose(loaded.signatures["serving_default"](inputs=x)["output"], y, atol=1e-5)
-        states = loaded.signatures["initial_state"](batch_size=x.shape[0])
-        for t in range(x.shape[1]):
-            states = loaded.signatures["step"](x_t=x[:, t], **states)
-            np.testing.assert_allclose(states.pop("output"), y[:, t], atol=1e-5)
-        print("served", path)
-    assert not any(m.split(".")[0] in ("keras", "keras_lstm_variants") for m in sys.modules)
-    try:
-        import keras_lstm_variants
-    except ImportError:
-        print("blocked")
-    """
-)
+def test_served_without_this_package_or_keras(stacked):
+    stdout, _ = stacked.jobs["serve"].result()
+    assert stdout.count("served") == 1 + len(klv.VARIANTS) and "blocked" in stdout
 
 
-def run(command, **kwargs):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}
-    return subprocess.run(
-        command, check=False, capture_output=True, text=True, timeout=300, env=env, **kwargs
-    )
-
-
-def test_served_without_this_package_or_keras(stacked, tmp_path):
-    paths = [stacked[3]] + [os.path.join(GOLDEN, variant) for variant in klv.VARIANTS]
-    # From an empty directory, so the checkout cannot be imported from the working directory.
-    result = run([sys.executable, "-c", SERVE_ELSEWHERE, *paths], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("served") == len(paths) and "blocked" in result.stdout
-
-
-def test_saved_model_cli_show_and_run(stacked, tmp_path):
-    model, _, _, path = stacked
-    shown = run(["saved_model_cli", "show", "--dir", path, "--all"])
-    assert shown.returncode == 0, shown.stderr[-3000:]
+def test_saved_model_cli_show_and_run(stacked):
+    shown, _ = stacked.jobs["show"].result()
     for signature in ("serving_default", "initial_state", "step"):
-        assert f"signature_def['{signature}']" in shown.stdout
-    assert "shape: (-1, -1, 3)" in shown.stdout
-
-    x = np.linspace(-1, 1, 30, dtype=np.float32).reshape(2, 5, 3)
-    ran = run(
-        [
-            "saved_model_cli",
-            "run",
-            "--dir",
-            path,
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            "serving_default",
-            "--input_exprs",
-            f"inputs={x.tolist()}",
-            "--outdir",
-            str(tmp_path),
-        ]
-    )
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    np.testing.assert_allclose(np.load(tmp_path / "output.npy"), model(x), atol=1e-5)
+        assert f"signature_def['{signature}']" in shown
+    assert "shape: (-1, -1, 3)" in shown
+    stacked.jobs["run"].result()
+    output = np.load(stacked.root / "output.npy")
+    np.testing.assert_allclose(output, stacked.model(CLI_INPUTS), atol=1e-5)
