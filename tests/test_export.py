@@ -332,7 +332,7 @@ def test_bad_input_raises_naming_the_problem(tmp_path):
     assert not os.listdir(tmp_path)  # nothing half-written
 
 
-def test_golden_models_are_rebuilt_by_their_seeds():
+def test_golden_models_are_rebuilt_by_their_script(tmp_path):
     spec = importlib.util.spec_from_file_location(
         "make_golden_models", os.path.join(ROOT, "examples", "make_golden_models.py")
     )
@@ -347,6 +347,14 @@ def test_golden_models_are_rebuilt_by_their_seeds():
         recorded = np.load(os.path.join(GOLDEN, f"{variant}.npz"))
         np.testing.assert_array_equal(inputs, recorded["inputs"])
         np.testing.assert_allclose(model(inputs), recorded["outputs"], atol=1e-5)
+    # The script end to end, for one variant: it writes what is committed.
+    path = script.write("gru", tmp_path)
+    written = np.load(os.path.join(tmp_path, "gru.npz"))
+    np.testing.assert_allclose(
+        written["outputs"], np.load(os.path.join(GOLDEN, "gru.npz"))["outputs"], atol=1e-6
+    )
+    served = tf.saved_model.load(path).signatures["serving_default"](inputs=written["inputs"])
+    np.testing.assert_allclose(served["output"], written["outputs"], atol=1e-5)
 
 
 def test_served_without_this_package_or_keras(stacked):
