@@ -28,23 +28,23 @@ def build(layer, x):
     return layer
 
 
-def run_with_gradients(layer, x, states, mask=None, seed=7):
+def run_with_gradients(layer, x, states, mask=None, training=False, seed=7):
     """The layer's results and the gradients of a random linear probe of all of them with
     respect to the inputs, the initial states and every trainable weight."""
     x = tf.constant(x)
     states = [tf.constant(s) for s in states]
     with tf.GradientTape() as tape:
         tape.watch([x, *states])
-        results = layer(x, initial_state=states, mask=mask)
+        results = layer(x, initial_state=states, mask=mask, training=training)
         results = list(results) if isinstance(results, (list, tuple)) else [results]
         generator = np.random.default_rng(seed)
         loss = sum(tf.reduce_sum(r * generator.normal(size=r.shape)) for r in results)
     return results, tape.gradient(loss, [x, *states, *layer.trainable_weights])
 
 
-def assert_same_run(ours, theirs, x, states, mask=None):
-    results, grads = run_with_gradients(ours, x, states, mask)
-    expected, expected_grads = run_with_gradients(theirs, x, states, mask)
+def assert_same_run(ours, theirs, x, states, mask=None, training=False):
+    results, grads = run_with_gradients(ours, x, states, mask, training)
+    expected, expected_grads = run_with_gradients(theirs, x, states, mask, training)
     assert len(results) == len(expected) and len(grads) == len(expected_grads)
     for a, b in zip(results + grads, expected + expected_grads):
         np.testing.assert_allclose(a, b, **TOLERANCE)
@@ -69,6 +69,13 @@ SCENARIOS = {
     "masked": {"return_sequences": True, "return_state": True, "mask": True},
     "go-backwards": {"return_sequences": True, "return_state": True, "go_backwards": True},
     "go-backwards-masked": {"return_state": True, "go_backwards": True, "mask": True},
+    # Input dropout alone: Keras draws one mask per sequence from the same seed stream.
+    "input-dropout-training": {
+        "return_sequences": True,
+        "dropout": 0.5,
+        "seed": 3,
+        "training": True,
+    },
 }
 
 
@@ -81,11 +88,12 @@ def test_equals_keras_layer(case, scenario):
     """
     options = dict(SCENARIOS[scenario])
     mask = padding_mask() if options.pop("mask", False) else None
+    training = options.pop("training", False)
     x, states = data(case)
     ours = build(make_layer(case, **options), x)
     theirs = build(keras_twin(case, **options), x)
     theirs.set_weights(randomize(ours))
-    assert_same_run(ours, theirs, x, states, mask)
+    assert_same_run(ours, theirs, x, states, mask, training)
 
 
 @pytest.mark.parametrize("case", KERAS_CASES)

@@ -27,9 +27,10 @@ class GRUCell(RecurrentCell):
     Constructor, weights and equations are those of ``keras.layers.GRUCell``: ``kernel``
     ``(input_dim, 3 * units)`` and ``recurrent_kernel`` ``(units, 3 * units)`` with column
     blocks z, r, h; ``bias`` ``(3 * units,)``, or ``(2, 3 * units)`` (input row, recurrent
-    row) when ``reset_after``. One difference: with ``recurrent_dropout``, Keras also feeds the
-    dropped-out ``h_{t-1}`` into the final interpolation; here dropout touches only the
-    recurrent product (Gal & Ghahramani 2016), so ``h_t`` mixes the true previous state.
+    row) when ``reset_after``. One difference: with ``recurrent_dropout``, Keras draws a
+    separate input mask and recurrent mask for each of the three gate blocks; here one input
+    mask and one recurrent mask serve all gates (Gal & Ghahramani 2016's tied variant). As in
+    Keras, dropout touches only the products, so ``h_t`` mixes the true previous state.
 
     >>> import keras, keras_lstm_variants as klv
     >>> keras.layers.RNN(klv.GRUCell(8))(keras.random.normal((2, 5, 3))).shape
