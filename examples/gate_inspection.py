@@ -10,8 +10,9 @@ Each selected variant trains with ``keras.callbacks.TensorBoard`` and
 :class:`keras_lstm_variants.GateStatistics` sharing ``--log-dir/<variant>``, so TensorBoard shows
 the runs ``<variant>/train``, ``<variant>/validation`` and ``<variant>/gates`` side by side.
 Printed: validation accuracy, then the gate that keeps memory (LSTM family: forget, c_t =
-f c_{t-1} + ...; GRU: update, h_t = z h_{t-1} + ...) traced on the probe batch after training,
-and the ``tensorboard --logdir`` command.
+f c_{t-1} + ...; GRU: update, h_t = z h_{t-1} + ...) traced on the probe batch after training
+(mean, saturated fractions over all units, and the right-saturated fraction of the unit that
+is right-saturated most often), and the ``tensorboard --logdir`` command.
 
     python examples/gate_inspection.py                        # every variant, ~minutes
     python examples/gate_inspection.py --quick --variants gru # a small run (what the test runs)
@@ -77,13 +78,14 @@ def main(argv=None):
         gate = KEEP_GATE[name]
         values = klv.trace_gates(model, probe)[name][gate]
         left, right = klv.gates.saturation(values, gate)
+        _, unit_right = klv.gates.saturation(values, gate, axis=(0, 1))
         rows.append((name, history.history["val_accuracy"][-1], gate, float(values.mean()),
-                     float(right), float(left), args.epochs, seconds))
+                     float(right), float(left), float(unit_right.max()), args.epochs, seconds))
     _common.print_table(
         f"Subject-verb agreement over {args.distance} distractors ({args.size} sentences); "
         f"keep gate traced on {len(probe)} validation sentences after training",
         ("model", "val accuracy", "keep gate", "mean", "right sat. (>0.9)",
-         "left sat. (<0.1)", "epochs", "train s"),
+         "left sat. (<0.1)", "most right-sat. unit", "epochs", "train s"),
         rows,
     )
     print(f"\nSee the gates: tensorboard --logdir {args.log_dir}")

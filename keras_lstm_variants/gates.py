@@ -331,18 +331,21 @@ def saturation_plot(left, right, size=256, dot=2):
     """Karpathy's scatter on a white square: one dot per unit at (left, right) fractions.
 
     x grows to the right with the left-saturated fraction, y grows upwards with the
-    right-saturated fraction, both from 0 to 1; the grey diagonal x + y = 1 bounds the
-    triangle every unit lies in (a unit on it is always saturated). Black border.
+    right-saturated fraction, both from 0 to 1 inside a black border (with a margin of
+    ``dot + 2`` pixels, so dots on the edges stay whole); the grey diagonal x + y = 1 bounds
+    the triangle every unit lies in (a unit on it is always saturated).
     """
     canvas = np.full((size, size, 3), 255, np.uint8)
-    corner = np.arange(size)
-    canvas[corner, corner] = (200, 200, 200)  # row 0 is the top: this is x + y = 1
+    margin = dot + 2
+    span = size - 1 - 2 * margin
+    diagonal = margin + np.arange(span + 1)
+    canvas[diagonal, diagonal] = (200, 200, 200)  # rows grow downwards: this is x + y = 1
     canvas[[0, -1], :] = canvas[:, [0, -1]] = 0
     for x, y in zip(left, right):
         if np.isnan(x) or np.isnan(y):
             continue
-        col, row = round(x * (size - 1)), round((1 - y) * (size - 1))
-        canvas[max(row - dot, 0) : row + dot + 1, max(col - dot, 0) : col + dot + 1] = DOT_COLOR
+        col, row = margin + round(x * span), margin + round((1 - y) * span)
+        canvas[row - dot : row + dot + 1, col - dot : col + dot + 1] = DOT_COLOR
     return canvas
 
 
