@@ -3,13 +3,14 @@
 One functional model stacks every variant (LSTM, peephole, CIFG, GRU with both reset modes,
 the latter two inside ``StackedRNNCells``) and is exported once; the tests check it against
 Keras with random weights (N(0, 0.5^2)), non-zero initial states, T >= 5 and batch 3. The
-process-isolated checks (a Python that cannot import keras_lstm_variants or keras; the
-``saved_model_cli`` command) run in as few subprocesses as possible, since each pays for
-importing TensorFlow.
+process-isolated checks (a Python that cannot import keras_lstm_variants or keras, which also
+serves the golden models in saved_models/; ``saved_model_cli show`` and ``run``) pay seconds
+each for importing TensorFlow, so the fixture starts all three in the background at once.
 """
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -43,17 +44,17 @@ def random_weights(model, rng):
     model.set_weights([rng.normal(0.0, 0.5, w.shape).astype("float32") for w in model.weights])
 
 
-def stacked_model(rng, dtype=None):
+def stacked_model(rng):
     """A functional chain through every variant, returning sequences to the end."""
     inputs = keras.Input((None, FEATURES))
-    x = klv.LSTM(4, return_sequences=True, dtype=dtype, name="lstm")(inputs)
-    x = klv.PeepholeLSTM(3, return_sequences=True, dtype=dtype, name="peephole")(x)
-    cells = [klv.CIFGLSTMCell(4, dtype=dtype), klv.GRUCell(3, reset_after=False, dtype=dtype)]
+    x = klv.LSTM(4, return_sequences=True, name="lstm")(inputs)
+    x = klv.PeepholeLSTM(3, return_sequences=True, name="peephole")(x)
+    cells = [klv.CIFGLSTMCell(4), klv.GRUCell(3, reset_after=False)]
     x = keras.layers.RNN(
-        keras.layers.StackedRNNCells(cells), return_sequences=True, dtype=dtype, name="stacked"
+        keras.layers.StackedRNNCells(cells), return_sequences=True, name="stacked"
     )(x)
-    x = klv.GRU(3, return_sequences=True, dtype=dtype, name="gru")(x)
-    x = keras.layers.LayerNormalization(dtype=dtype)(x)
+    x = klv.GRU(3, return_sequences=True, name="gru")(x)
+    x = keras.layers.LayerNormalization()(x)
     outputs = keras.layers.Dense(2, name="head")(x)
     model = keras.Model(inputs, outputs)
     random_weights(model, rng)
@@ -156,6 +157,10 @@ SERVE_ELSEWHERE = textwrap.dedent(
 )
 
 
+#: The saved_model_cli that comes with this Python's TensorFlow (PATH may lack its bin/).
+SAVED_MODEL_CLI = (
+    shutil.which("saved_model_cli", path=os.path.dirname(sys.executable)) or "saved_model_cli"
+)
 #: What the saved_model_cli run check feeds.
 CLI_INPUTS = np.linspace(-1, 1, 30, dtype=np.float32).reshape(2, 5, 3)
 
@@ -193,10 +198,10 @@ def stacked(tmp_path_factory):
     assert klv.export_saved_model(model, path, streaming=True) == path
     np.savez(path + ".npz", inputs=x, outputs=model(x).numpy())
     golden = [os.path.join(GOLDEN, variant) for variant in klv.VARIANTS]
-    cli = ["saved_model_cli", "run", "--dir", path, "--tag_set", "serve", "--signature_def"]
+    cli = [SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve", "--signature_def"]
     commands = {
         "serve": [sys.executable, "-c", SERVE_ELSEWHERE, path, *golden],
-        "show": ["saved_model_cli", "show", "--dir", path, "--all"],
+        "show": [SAVED_MODEL_CLI, "show", "--dir", path, "--all"],
         "run": [
             *cli,
             "serving_default",
@@ -218,7 +223,7 @@ def test_serving_default_equals_keras_at_any_length(stacked):
     serve = stacked.loaded.signatures["serving_default"]
     spec = serve.structured_input_signature[1]["inputs"]
     assert spec.shape.as_list() == [None, None, FEATURES]
-    for length in (5, TIME, 9):
+    for length in (5, 9):
         xs = np.resize(x, (BATCH, length, FEATURES))
         np.testing.assert_allclose(serve(inputs=xs)["output"], model(xs), atol=1e-5)
 
