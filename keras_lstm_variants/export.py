@@ -5,8 +5,8 @@
 and time unknown and returns ``{"output": model(inputs)}``. The SavedModel needs neither this
 package nor Keras to load: ``tf.saved_model.load`` (or TF Serving) is enough. The graph is
 traced without ``jit_compile`` and our layers never emit the cuDNN-only ``CudnnRNN*`` ops, so it
-runs on any CPU or GPU server (the stock ``keras.layers.LSTM``, exported on a GPU machine, does
-not: keras-team/keras#18504).
+runs on any CPU or GPU server (the stock ``keras.layers.LSTM``, exported on a GPU machine, can
+carry a cuDNN-only op that fails on CPU servers: keras-team/keras#18504).
 
 With ``streaming=True`` it also has, for online inference one time step at a time:
 
@@ -25,6 +25,7 @@ otherwise.
 """
 
 import inspect
+import numbers
 import os
 import tempfile
 
@@ -89,11 +90,11 @@ def export_tflite(model, path, *, time_steps, batch_size=1, streaming=False):
     path = os.fspath(path)
     _check_parent(path, "path")
     for name, value in (("time_steps", time_steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
             raise ValueError(
                 f"Argument `{name}` must be a positive integer; received {name}={value!r}."
             )
-    archive = _archive(model, streaming=streaming, time_steps=time_steps, batch_size=batch_size)
+    archive = _archive(model, streaming, time_steps=int(time_steps), batch_size=int(batch_size))
     keys = ["serving_default", "step"] if streaming else ["serving_default"]
     with tempfile.TemporaryDirectory() as saved_model:
         archive.write_out(saved_model, verbose=False)

@@ -259,6 +259,7 @@ def test_wrong_feature_size_raises(stacked):
         loaded.signatures["step"](x_t=tf.zeros((BATCH, FEATURES + 3)), **states)
 
 
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_tflite_equals_keras_at_fixed_length_and_step(stacked, tmp_path):
     model, x, rng = stacked.model, stacked.x, stacked.rng
     path = klv.export_tflite(
