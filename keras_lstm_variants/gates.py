@@ -119,16 +119,18 @@ def check_mask(x, mask):
 
 # ------------------------------------------------------------------------------- tracing
 @contextlib.contextmanager
-def _recording(layers, extra_mask=None):
-    """Record ``(sequences, initial_state, mask)`` of every time loop each RNN layer runs.
+def _tracing(layers, extra_mask=None):
+    """Trace every time loop each RNN layer runs: ``{id(layer): [traces of each call]}``.
 
     Wraps each layer's ``inner_loop`` (where ``keras.layers.RNN.call`` hands over the input,
-    the resolved initial state and the mask) for the duration of the block. ``extra_mask``
+    the resolved initial state and the mask) for the duration of the block, and traces the
+    cells right there, inside the layer's call: under its dtype policy (mixed precision reads
+    the weights as float16 there). ``extra_mask``
     (batch, time) is combined with the mask Keras passes (logical and) and used by the layer
     itself too, so later layers see what Keras computes under that mask. Stateful layers get
     their state back afterwards: tracing leaves the model as it found it.
     """
-    calls = {id(rnn): [] for rnn in layers.values()}
+    traces = {id(rnn): [] for rnn in layers.values()}
     saved = [
         (variable, variable.numpy())
         for rnn in layers.values()
@@ -136,7 +138,7 @@ def _recording(layers, extra_mask=None):
         for variable in keras.tree.flatten(rnn.states)
     ]
 
-    def recorder(path, rnn):
+    def tracer(path, rnn):
         original = rnn.inner_loop
 
         def inner_loop(sequences, initial_state, mask, training=False):
@@ -149,15 +151,16 @@ def _recording(layers, extra_mask=None):
                         f"{path!r} receives sequences of {sequences.shape[1]} steps."
                     )
                 mask = extra_mask if mask is None else keras.ops.logical_and(mask, extra_mask)
-            calls[id(rnn)].append((sequences, initial_state, mask))
+            if tf.executing_eagerly():  # not the symbolic pass that builds an unbuilt model
+                traces[id(rnn)].append(_trace_rnn(rnn, sequences, initial_state, mask))
             return original(sequences, initial_state, mask, training=training)
 
         return inner_loop
 
     for path, rnn in layers.items():
-        rnn.inner_loop = recorder(path, rnn)
+        rnn.inner_loop = tracer(path, rnn)
     try:
-        yield calls
+        yield traces
     finally:
         for rnn in layers.values():
             del rnn.inner_loop  # the class's method shows through again
@@ -253,14 +256,14 @@ def trace_gates(model, x, mask=None):
     layers = check_has_variant_layer(model)
     check_input_shape(model, x)
     mask = check_mask(x, mask)
-    with _recording(layers, mask) as calls:
+    with _tracing(layers, mask) as traces:
         model(x, training=False)
     result = {}
     for path, rnn in layers.items():
-        recorded = calls[id(rnn)]
-        for n, call in enumerate(recorded):
-            prefix = path if len(recorded) == 1 else f"{path}/call_{n}"
-            for suffix, trace in _trace_rnn(rnn, *call).items():
+        calls = traces[id(rnn)]
+        for n, call in enumerate(calls):
+            prefix = path if len(calls) == 1 else f"{path}/call_{n}"
+            for suffix, trace in call.items():
                 result[prefix + suffix] = trace
     return result
 
@@ -362,6 +365,10 @@ _SCALAR_HELP = {
         "an integrator."
     ),
 }
+_HISTOGRAM_HELP = (
+    "Distribution of {what} over all units, probe sequences and unmasked steps, per epoch."
+)
+_STATE_NAMES = {"c": "the cell state c (GRU: h)", "h": "the output h"}
 _HEATMAP_HELP = (
     "One probe sequence (index {index}): time runs left to right; one band per gate, top to "
     "bottom in the order {gates}, one row per unit. Colour (viridis) runs from dark purple at "
@@ -376,6 +383,12 @@ _SCATTER_HELP = (
     "(a forget gate there keeps long-term memory); bottom right: almost always closed; near "
     "the origin: the gate works in its input-dependent middle range."
 )
+
+
+def _histogram(tag, values, what):
+    """Write a histogram of the non-NaN ``values``, described as the distribution of ``what``."""
+    finite = values[~np.isnan(values)]
+    tf.summary.histogram(tag, finite, description=_HISTOGRAM_HELP.format(what=what))
 
 
 def _writable_directory(log_dir):
@@ -486,7 +499,7 @@ class GateStatistics(keras.callbacks.Callback):
             for name, value in (("mean", np.nanmean(values)), ("left_saturated", left),
                                 ("right_saturated", right)):
                 tf.summary.scalar(f"{tag}/{name}", value, description=_SCALAR_HELP[name])
-            tf.summary.histogram(tag, values[~np.isnan(values)])
+            _histogram(tag, values, f"the {gate} gate's activations")
             unit_left, unit_right = saturation(values, gate, axis=(0, 1))
             tf.summary.image(
                 f"{tag}/saturation",
@@ -494,8 +507,7 @@ class GateStatistics(keras.callbacks.Callback):
                 description=_SCATTER_HELP,
             )
         for state in STATE_KEYS:
-            values = trace[state]
-            tf.summary.histogram(f"gates/{layer}/{state}", values[~np.isnan(values)])
+            _histogram(f"gates/{layer}/{state}", trace[state], _STATE_NAMES[state])
         tf.summary.image(
             f"gates/{layer}/heatmap",
             heatmap(trace, self.probe_index)[None],

@@ -151,6 +151,31 @@ def test_stateful_layer_starts_from_its_state_and_keeps_it():
     assert "inner_loop" not in vars(layer), "the recording hook is removed"
 
 
+class Subclassed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__()
+        normal = keras.initializers.RandomNormal(stddev=0.5, seed=3)
+        self.gru = klv.GRU(UNITS, return_sequences=True, name="gru", kernel_initializer=normal,
+                           recurrent_initializer=normal, bias_initializer=normal, **kwargs)
+
+    def call(self, x):
+        return self.gru(x)
+
+
+@pytest.mark.parametrize("dtype, atol", [("float32", 1e-5), ("mixed_float16", 1e-2)])
+def test_unbuilt_subclassed_model_in_float32_and_mixed_precision(dtype, atol):
+    model = Subclassed(dtype=dtype)  # built by trace_gates's own call
+    x, _ = data("gru-reset-after")
+    mask = padding_mask()
+
+    traces = klv.trace_gates(model, x, mask=mask)
+
+    step = reference_step("gru-reset-after", layer_weights(model.gru))
+    expected, _ = oracle_trace(step, x, [np.zeros((BATCH, UNITS))], mask)
+    assert traces["gru"]["h"].dtype == np.float32
+    assert_trace_equal(traces["gru"], expected, atol=atol)
+
+
 def test_keras_masking_is_honoured_and_shared_layer_calls_are_separate():
     x, _ = data("gru-reset-after")
     x[0, -2:] = 0.0  # padded by Masking below
