@@ -37,7 +37,10 @@ def test_quick_prints_the_table_and_progress(quick_run):
         assert "Epoch 2/2" in stdout
     table = (out / "results.md").read_text()
     assert table.strip() in stdout
-    assert table.splitlines()[0] == "| variant | parameters | s/epoch | d=5 | d=20 |"
+    assert table.splitlines()[0] == (
+        "| variant | parameters | s/epoch | learned (>= 95%) at epoch | d=5 | d=20 |"
+    )
+    assert stdout.count("held-out accuracy: d=5: ") == 2 * len(ALL)
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ALL
 
 
@@ -53,6 +56,15 @@ def test_quick_results_json_matches_the_models(quick_run):
         for accuracy in row["accuracy"].values():
             assert 0 <= accuracy <= 1 and (accuracy * compare.TEST_SIZE) % 1 < 1e-6
         assert row["seconds_per_epoch"] > 0
+        assert row["learned_at_epoch"] in (None, 1, 2)
+
+
+def test_learned_at_is_the_first_epoch_good_at_every_distance(tmp_path):
+    callback = compare.HeldOutAccuracy(str(tmp_path), [5, 50], seed=0)
+    callback.history = [{5: 0.99, 50: 0.6}, {5: 0.96, 50: 0.95}, {5: 1.0, 50: 1.0}]
+    assert callback.learned_at() == 2
+    callback.history = [{5: 1.0, 50: 0.949}]
+    assert callback.learned_at() is None
 
 
 def test_quick_writes_the_plot(quick_run):
@@ -68,13 +80,19 @@ def _tags(directory):
 
 
 def test_quick_writes_tensorboard_logs_with_gate_statistics(quick_run):
+    import tensorflow as tf
+
     out, _ = quick_run
     for name in ALL:
         run = out / "tensorboard" / name
         assert list((run / "train").glob("events.out.tfevents.*"))
-        test = _tags(run / "test")
-        steps = [event.step for event in test.Tensors("test/accuracy_by_distance")]
-        assert steps == [5, 20]
+        final = _tags(run / "test").Tensors("test/accuracy_by_distance")
+        assert [event.step for event in final] == [5, 20]
+        per_epoch = _tags(run / "held_out").Tensors("held_out/accuracy_d20")
+        assert [event.step for event in per_epoch] == [0, 1]
+        assert tf.make_ndarray(per_epoch[-1].tensor_proto) == pytest.approx(
+            tf.make_ndarray(final[-1].tensor_proto)
+        )
         gates = run / "gates"
         if name == compare.BASELINE:
             assert not gates.exists()  # SimpleRNN has no gates
