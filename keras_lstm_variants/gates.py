@@ -1,10 +1,10 @@
 """Gate inspection: trace every gate of every variant layer, and log it to TensorBoard.
 
-:func:`trace_gates` records what each variant layer receives during one inference pass of the
-model (its input sequence, mask and initial state, exactly as Keras hands them to the layer's
-time loop), then replays the sequence one step at a time through the cell's own
-:meth:`~keras_lstm_variants.cells.base.RecurrentCell.gates` — the method the layer's ``call``
-uses — so the traced gates are the layer's gates, not a second copy of the equations.
+:func:`trace_gates` runs the model once in inference mode and, inside each variant layer's
+call, takes what Keras hands to the layer's time loop (the input sequence, the mask and the
+initial state) and steps it one time step at a time through the cell's own
+:meth:`~keras_lstm_variants.cells.base.RecurrentCell.gates`, the method the layer's ``call``
+uses, so the traced gates are the layer's gates, not a second copy of the equations.
 
 :class:`GateStatistics` is a ``keras.callbacks.Callback`` that traces a fixed probe batch at the
 end of every ``every_n_epochs``-th epoch and writes, per layer and gate, the statistics of
@@ -27,11 +27,11 @@ from .cells.base import RecurrentCell
 #: Keys of a trace that hold states rather than gates: the cell state and the output.
 STATE_KEYS = ("c", "h")
 
-#: Saturation thresholds per gate name: "left" below the first, "right" above the second.
-#: Sigmoid gates live in (0, 1); the candidate is a tanh in (-1, 1), so for it saturation is
-#: likewise "within 0.1 of a bound".
-THRESHOLDS = {"candidate": (-0.9, 0.9)}
-DEFAULT_THRESHOLDS = (0.1, 0.9)
+#: Range of each gate's activation: sigmoid gates (0, 1), the tanh candidate (-1, 1). A gate
+#: is saturated within 0.1 of a bound (Karpathy et al.: < 0.1 left, > 0.9 right).
+RANGES = {"candidate": (-1.0, 1.0)}
+DEFAULT_RANGE = (0.0, 1.0)
+SATURATION_MARGIN = 0.1
 
 
 # --------------------------------------------------------------------------- finding layers
@@ -87,6 +87,8 @@ def check_input_shape(model, x, argument="x"):
         specs = keras.tree.flatten(model.inputs)
     except (AttributeError, ValueError):  # a subclassed or not yet built model: Keras checks
         return
+    if isinstance(x, dict):  # matched by name, not order: Keras checks
+        return
     arrays = keras.tree.flatten(x)
     if len(arrays) != len(specs):
         raise ValueError(
@@ -124,11 +126,11 @@ def _tracing(layers, extra_mask=None):
 
     Wraps each layer's ``inner_loop`` (where ``keras.layers.RNN.call`` hands over the input,
     the resolved initial state and the mask) for the duration of the block, and traces the
-    cells right there, inside the layer's call: under its dtype policy (mixed precision reads
-    the weights as float16 there). ``extra_mask``
-    (batch, time) is combined with the mask Keras passes (logical and) and used by the layer
-    itself too, so later layers see what Keras computes under that mask. Stateful layers get
-    their state back afterwards: tracing leaves the model as it found it.
+    cells right there, inside the layer's call, under its dtype policy (mixed precision reads
+    the weights as float16 there). ``extra_mask`` (batch, time) is combined with the mask
+    Keras passes (logical and) and used by the layer itself too, so later layers see what
+    Keras computes under that mask. Stateful layers get their state back afterwards: tracing
+    leaves the model as it found it.
     """
     traces = {id(rnn): [] for rnn in layers.values()}
     saved = [
@@ -210,7 +212,7 @@ def _trace_cell(cell, inputs, states, mask, go_backwards):
 
 
 def _trace_rnn(rnn, sequences, initial_state, mask):
-    """``{suffix: trace}`` of one recorded call of ``rnn``; suffix ``cell_<k>`` in a stack."""
+    """``{suffix: trace}`` of one call of ``rnn``; suffix ``/cell_<k>`` in a stack."""
     mask = None if mask is None else np.asarray(keras.ops.convert_to_numpy(mask), dtype=bool)
     stacked = isinstance(rnn.cell, keras.layers.StackedRNNCells)
     per_cell = initial_state if stacked else [initial_state]
@@ -228,11 +230,11 @@ def trace_gates(model, x, mask=None):
 
     Finds each variant layer anywhere in ``model`` (Sequential, functional or subclassed,
     nested models, both halves of ``Bidirectional``, ``keras.layers.RNN`` over a variant cell
-    or over ``StackedRNNCells``, models loaded from ``.keras``), runs ``model(x)``
-    once in inference mode while recording each layer's input sequence, mask and initial state
-    (the given ``initial_state``, a stateful layer's current state, or zeros), then steps the
-    layer's cell over that sequence with the cell's own ``gates`` method, stopping the state
-    at masked steps exactly as Keras's time loop does.
+    or over ``StackedRNNCells``, models loaded from ``.keras``) and runs ``model(x)`` once in
+    inference mode. Inside each variant layer's call, it steps the layer's cell over the input
+    sequence the layer receives, from the layer's initial state (the given ``initial_state``,
+    a stateful layer's current state, or zeros), with the cell's own ``gates`` method, and
+    holds the state at masked steps exactly as Keras's time loop does.
 
     Args:
         model: a Keras model (or a single layer) containing at least one variant layer.
@@ -275,7 +277,8 @@ def saturation(values, gate, axis=None):
     Karpathy et al. 2015: a sigmoid gate is left-saturated below 0.1 and right-saturated
     above 0.9 (the candidate, a tanh: below -0.9 / above 0.9). ``axis`` as in ``np.mean``.
     """
-    low, high = THRESHOLDS.get(gate, DEFAULT_THRESHOLDS)
+    low, high = RANGES.get(gate, DEFAULT_RANGE)
+    low, high = low + SATURATION_MARGIN, high - SATURATION_MARGIN
     valid = ~np.isnan(values)
     count = valid.sum(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -325,8 +328,8 @@ def heatmap(trace, sequence=0, width=512, band=64):
     separator = np.full((2, time * cols, 3), 255, np.uint8)
     bands = []
     for gate in gates:
-        low, high = (-1.0, 1.0) if gate in THRESHOLDS else (0.0, 1.0)
-        bands += [upscale(colorize(trace[gate][sequence].T, low, high), rows, cols), separator]
+        image = colorize(trace[gate][sequence].T, *RANGES.get(gate, DEFAULT_RANGE))
+        bands += [upscale(image, rows, cols), separator]
     return np.concatenate(bands[:-1], axis=0)
 
 
