@@ -7,7 +7,8 @@ with and without ``jit_compile``, and times ``train_on_batch`` and ``predict_on_
 models are *interleaved*: every repeat visits every model once, so a noisy neighbour slows
 them all alike, and the minimum over the repeats is reported. The first call of each model
 (tracing, plus XLA compilation under ``jit_compile``) is timed separately; for the XLA models
-``first call - steady step`` is the compile time.
+``first call - steady step`` is the compile time. The JSON also holds the minimum CPU time of
+each call (summed over threads): CPU / wall tells how many cores a model kept busy.
 
 Throughput counts the GEMMs only. With ``G`` fused gate blocks (4 for LSTM and peephole, 3 for
 CIFG and GRU), one forward pass over ``B x T`` steps costs ``2 B T (F + U) G U`` flops (the
@@ -16,10 +17,11 @@ backward pass does two GEMMs per forward GEMM). Achieved GFLOP/s is compared wit
 GEMM peak measured here: the faster of NumPy and TensorFlow on an ``n x n x n`` product.
 
 Memory: each measurement runs in a fresh subprocess (``python -m keras_lstm_variants.bench
-SPEC``). It calls the model once (tracing), resets the kernel's peak-RSS mark (writing ``5`` to
-``/proc/self/clear_refs``), calls it again and reports the peak RSS of that call
-(``getrusage``) and the RSS just before it (``/proc/self/statm``); their difference is what
-the call itself needed.
+SPEC``). It builds the model, resets the kernel's peak-RSS mark (writing ``5`` to
+``/proc/self/clear_refs``), makes one call and reports the peak RSS (``getrusage``) and the
+RSS just before the call (``/proc/self/statm``). Their difference is what the call needed:
+tracing (constant in the sequence length) plus the tensors of the step. A second call would
+understate it: the allocator keeps the first call's freed memory.
 """
 
 import json
@@ -147,9 +149,15 @@ def gemm_peak(n, repeats=5):
 
 
 def timed(function):
-    start = time.perf_counter()
+    """Wall-clock seconds of one call of ``function``."""
+    return timed_cpu(function)[0]
+
+
+def timed_cpu(function):
+    """``(wall, cpu)`` seconds of one call; CPU time is summed over the process's threads."""
+    wall, cpu = time.perf_counter(), time.process_time()
     function()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 # ------------------------------------------------------------------------------- models
@@ -193,16 +201,20 @@ def bench_shape(shape, variants, jit_modes, repeats, peak):
     for repeat in range(repeats):
         progress(f"{shape}: repeat {repeat + 1}/{repeats} over {len(entries)} models")
         for entry, model in entries:
-            entry["train"].append(timed(lambda: model.train_on_batch(x, y)))
-            entry["predict"].append(timed(lambda: model.predict_on_batch(x)))
+            entry["train"].append(timed_cpu(lambda: model.train_on_batch(x, y)))
+            entry["predict"].append(timed_cpu(lambda: model.predict_on_batch(x)))
     records = []
     for entry, _ in entries:
         flops = forward_flops(shape, entry["blocks"])
-        train, predict = min(entry.pop("train")), min(entry.pop("predict"))
+        (train, train_cpu), (predict, predict_cpu) = (
+            np.min(entry.pop(mode), axis=0) for mode in ("train", "predict")
+        )
         records.append({
             **entry,
             "train_ms": 1e3 * train,
             "predict_ms": 1e3 * predict,
+            "train_cpu_ms": 1e3 * train_cpu,
+            "predict_cpu_ms": 1e3 * predict_cpu,
             "train_gflops": 3 * flops / train / 1e9,
             "predict_gflops": flops / predict / 1e9,
             "train_peak_fraction": 3 * flops / train / 1e9 / peak,
@@ -251,7 +263,6 @@ def measure_memory(spec):
         call = lambda: np.isfinite(model.train_on_batch(x, y))  # noqa: E731
     else:
         call = lambda: np.isfinite(model.predict_on_batch(x)).all()  # noqa: E731
-    call()  # traces the step function; its memory is not the call's
     peak_reset = reset_peak_rss()
     before = current_rss()
     start = time.perf_counter()

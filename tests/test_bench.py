@@ -30,6 +30,7 @@ def test_bench_writes_table_and_json(tmp_path, capsys):
     for record in result["records"]:
         assert record["shape"] == {"batch": 3, "time": 5, "features": 4, "units": 6}
         assert record["train_ms"] > 0 and record["predict_ms"] > 0
+        assert record["train_cpu_ms"] >= 0 and record["predict_cpu_ms"] >= 0
         assert (record["compile_s"] is not None) == record["jit_compile"]
     assert {r["model"]: r["blocks"] for r in result["records"]} == {"cifg": 3, "keras.LSTM": 4}
     assert result["peak_gflops"] == max(result["gemm_gflops"].values()) > 0
