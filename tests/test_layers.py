@@ -271,9 +271,13 @@ def test_jit_compile_training(case):
 
 @pytest.fixture
 def policy(request):
+    """Set the global dtype policy for one test; restore the previous one afterwards."""
+    previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(request.param)
-    yield keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
+    try:
+        yield keras.config.dtype_policy()
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"], indirect=True)
