@@ -69,6 +69,12 @@ SCENARIOS = {
     "masked": {"return_sequences": True, "return_state": True, "mask": True},
     "go-backwards": {"return_sequences": True, "return_state": True, "go_backwards": True},
     "go-backwards-masked": {"return_state": True, "go_backwards": True, "mask": True},
+    "unrolled-masked": {
+        "return_sequences": True,
+        "return_state": True,
+        "unroll": True,
+        "mask": True,
+    },
     # Input dropout alone: Keras draws one mask per sequence from the same seed stream.
     "input-dropout-training": {
         "return_sequences": True,
@@ -112,6 +118,26 @@ def test_stateful_equals_keras_layer(case):
         np.testing.assert_allclose(a, b, **TOLERANCE)
     ours.reset_state()
     np.testing.assert_allclose(ours(x), first_outputs, **TOLERANCE)
+
+
+@pytest.mark.parametrize("case", KERAS_CASES)
+def test_masking_bidirectional_stack_equals_keras(case):
+    """Masking -> Bidirectional(layer) -> layer: the mask propagates through both as in Keras."""
+
+    def model(make):
+        inputs = keras.Input((TIME, FEATURES))
+        masked = keras.layers.Masking(0.0)(inputs)
+        hidden = keras.layers.Bidirectional(make(return_sequences=True))(masked)
+        return keras.Model(inputs, make(return_state=True)(hidden))
+
+    ours = model(lambda **options: make_layer(case, **options))
+    theirs = model(lambda **options: keras_twin(case, **options))
+    theirs.set_weights(randomize(ours))
+    x, _ = data(case)
+    x[padding_mask() == 0] = 0.0
+    results = ours(x)
+    for a, b in zip(results, theirs(x), strict=True):
+        np.testing.assert_allclose(a, b, **TOLERANCE)
 
 
 def test_trained_keras_lstm_loads_into_lstm():
