@@ -126,7 +126,7 @@ def require_matplotlib():
     except ImportError:
         raise UsageError(
             "the accuracy plot needs matplotlib, which is not installed; install it with "
-            "pip install \"keras-lstm-variants[examples]\" (or pip install matplotlib)"
+            'pip install "keras-lstm-variants[examples]" (or pip install matplotlib)'
         ) from None
     matplotlib.use("Agg")
 
@@ -139,7 +139,9 @@ def settings(args):
         "distances": (
             parse_distances(args.distances) if args.distances else list(preset["distances"])
         ),
-        "epochs": check_positive("--epochs", preset["epochs"] if args.epochs is None else args.epochs),
+        "epochs": check_positive(
+            "--epochs", preset["epochs"] if args.epochs is None else args.epochs
+        ),
         "units": check_positive("--units", preset["units"] if args.units is None else args.units),
         "batches": preset["batches"],
         "seed": args.seed,
@@ -177,7 +179,9 @@ def training_batches(distances, batches, seed):
     for distance in distances:
         x, y = agreement_data(distance, batches * BATCH_SIZE, seed=[seed, distance, 0])
         y = y.astype("float32")[:, None]
-        result += [(x[i : i + BATCH_SIZE], y[i : i + BATCH_SIZE]) for i in range(0, len(x), BATCH_SIZE)]
+        result += [
+            (x[i : i + BATCH_SIZE], y[i : i + BATCH_SIZE]) for i in range(0, len(x), BATCH_SIZE)
+        ]
     return result
 
 
@@ -198,8 +202,6 @@ def as_dataset(batches, seed):
     )
     dataset = tf.data.Dataset.from_generator(shuffled, output_signature=signature)
     return dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
-
-
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -311,6 +313,7 @@ def train_variant(name, config, batches):
         "seconds_per_epoch": seconds_per_epoch(timer.seconds),
         "learned_at_epoch": held_out_accuracy.learned_at(),
         "accuracy": accuracy,
+        "history": held_out_accuracy.history,
     }
 
 
@@ -331,22 +334,31 @@ def format_table(rows, distances):
 
 
 def plot(rows, distances, path):
-    """Save accuracy against distance, one line per variant, as a PNG."""
+    """Save a PNG: held-out accuracy against distance after the last epoch (left), and at the
+    longest distance after each epoch (right), one line per variant."""
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, (final, learning) = plt.subplots(1, 2, figsize=(12, 4.5))
+    longest = max(distances)
     for row in rows:
-        axes.plot(distances, [row["accuracy"][d] for d in distances], marker="o", label=row["variant"])
-    axes.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
-    axes.set_xscale("log")
-    axes.set_xticks(distances, [str(d) for d in distances])
-    axes.set_xticks([], minor=True)
-    axes.set_ylim(0, 1.05)
-    axes.set_xlabel("distance: distractor tokens between subject and verb")
-    axes.set_ylabel("test accuracy of the verb's number")
-    axes.set_title("Subject-verb agreement across a distractor clause")
-    axes.legend()
-    figure.tight_layout()
+        final.plot(distances, [row["accuracy"][d] for d in distances], marker="o")
+        epochs = range(1, len(row["history"]) + 1)
+        learning.plot(epochs, [accuracy[longest] for accuracy in row["history"]], marker="o")
+    for axes in (final, learning):
+        axes.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+        axes.set_ylim(0, 1.05)
+        axes.set_ylabel("held-out accuracy of the verb's number")
+    final.set_xscale("log")
+    final.set_xticks(distances, [str(d) for d in distances])
+    final.set_xticks([], minor=True)
+    final.set_xlabel("distance: distractor tokens between subject and verb")
+    final.set_title("After the last epoch")
+    learning.set_xlabel("epoch")
+    learning.xaxis.get_major_locator().set_params(integer=True)
+    learning.set_title(f"While training, at distance {longest}")
+    figure.legend([row["variant"] for row in rows] + ["chance"], loc="center right")
+    figure.suptitle("Subject-verb agreement across a distractor clause")
+    figure.tight_layout(rect=(0, 0, 0.88, 1))
     figure.savefig(path, dpi=100)
     plt.close(figure)
 

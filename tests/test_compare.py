@@ -17,7 +17,9 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def run_command(command, timeout=600):
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=timeout)
+    return subprocess.run(
+        command, capture_output=True, text=True, env=ENV, timeout=timeout, check=False
+    )
 
 
 # --------------------------------------------------------------------------- end to end
@@ -108,7 +110,9 @@ def test_quick_exports_models_that_load_and_agree_with_the_table(quick_run):
     import tensorflow as tf
 
     out, _ = quick_run
-    results = {row["variant"]: row for row in json.loads((out / "results.json").read_text())["results"]}
+    results = {
+        row["variant"]: row for row in json.loads((out / "results.json").read_text())["results"]
+    }
     x, y = compare.held_out(5, seed=0)  # the sentences compare scored
     for name in ALL:
         path = out / "saved_models" / name
@@ -122,8 +126,21 @@ def test_quick_exports_models_that_load_and_agree_with_the_table(quick_run):
 def test_python_dash_m_runs_compare(tmp_path):
     out = tmp_path / "out"
     result = run_command(
-        [sys.executable, "-m", "keras_lstm_variants", "compare", "--quick", "--variants", "cifg",
-         "--distances", "6", "--epochs", "1", "--out", str(out)]
+        [
+            sys.executable,
+            "-m",
+            "keras_lstm_variants",
+            "compare",
+            "--quick",
+            "--variants",
+            "cifg",
+            "--distances",
+            "6",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| cifg |" in result.stdout
@@ -133,8 +150,16 @@ def test_python_dash_m_runs_compare(tmp_path):
 # --------------------------------------------------------------------------- bad input
 def test_unknown_variant_exits_2_without_traceback_in_a_subprocess(tmp_path):
     result = run_command(
-        [sys.executable, "-m", "keras_lstm_variants", "compare", "--variants", "lstm,transformer",
-         "--out", str(tmp_path / "out")]
+        [
+            sys.executable,
+            "-m",
+            "keras_lstm_variants",
+            "compare",
+            "--variants",
+            "lstm,transformer",
+            "--out",
+            str(tmp_path / "out"),
+        ]
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
