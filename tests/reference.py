@@ -13,24 +13,29 @@ and ``recurrent_kernel`` ``(units, k * units)`` hold ``k`` column blocks side by
   with ``reset_after``.
 """
 
+import functools
+
 import numpy as np
+
+LSTM_BLOCKS = ("input", "forget", "candidate", "output")
 
 
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _blocks(kernel, recurrent_kernel, bias, count):
-    """Split the fused weights into ``count`` per-gate (W, U, b) triples."""
-    return zip(
-        np.split(kernel, count, axis=1),
-        np.split(recurrent_kernel, count, axis=1),
-        np.split(bias, count, axis=-1),
+def _named_blocks(names, kernel, recurrent_kernel, bias):
+    """Split the fused weights into per-gate ``W``, ``U``, ``b`` dicts keyed by ``names``."""
+    return (
+        dict(zip(names, np.split(weight, len(names), axis=-1)))
+        for weight in (kernel, recurrent_kernel, bias)
     )
 
 
-def lstm_step(x, states, kernel, recurrent_kernel, bias, peepholes=None, recurrent_mask=1.0):
-    """One step of the LSTM; with ``peepholes``, of the peephole LSTM.
+def lstm_step(
+    x, states, kernel, recurrent_kernel, bias, peepholes=None, recurrent_mask=1.0, coupled=False
+):
+    """One step of the LSTM; with ``peepholes``, of the peephole LSTM; ``coupled``: CIFG.
 
     Hochreiter & Schmidhuber 1997 with the forget gate of Gers et al. 2000; peepholes from
     Gers & Schmidhuber 2000 ("Recurrent nets that time and count"): the input and forget
@@ -43,6 +48,9 @@ def lstm_step(x, states, kernel, recurrent_kernel, bias, peepholes=None, recurre
         o = sigmoid(W_o x + U_o h + p_o * c + b_o)
         h = o * tanh(c)
 
+    With ``coupled=True``, the LSTM with coupled input and forget gates (CIFG, Greff et al.
+    2017): three weight blocks f, g, o and ``i = 1 - f``.
+
     ``peepholes`` maps gate names ("input", "forget", "output") to (units,) vectors; a gate
     not in it has no peephole. ``recurrent_mask`` multiplies h_{t-1} where it enters U h.
     Returns ``(gates, (h, c))``.
@@ -50,41 +58,23 @@ def lstm_step(x, states, kernel, recurrent_kernel, bias, peepholes=None, recurre
     h_prev, c_prev = states
     p = peepholes or {}
     h_in = h_prev * recurrent_mask
-    (W_i, U_i, b_i), (W_f, U_f, b_f), (W_g, U_g, b_g), (W_o, U_o, b_o) = _blocks(
-        kernel, recurrent_kernel, bias, 4
-    )
-    i = sigmoid(x @ W_i + h_in @ U_i + p.get("input", 0.0) * c_prev + b_i)
-    f = sigmoid(x @ W_f + h_in @ U_f + p.get("forget", 0.0) * c_prev + b_f)
-    g = np.tanh(x @ W_g + h_in @ U_g + b_g)
+    names = ("forget", "candidate", "output") if coupled else LSTM_BLOCKS
+    W, U, b = _named_blocks(names, kernel, recurrent_kernel, bias)
+
+    def z(gate):
+        return x @ W[gate] + h_in @ U[gate] + b[gate]
+
+    f = sigmoid(z("forget") + p.get("forget", 0.0) * c_prev)
+    i = 1.0 - f if coupled else sigmoid(z("input") + p.get("input", 0.0) * c_prev)
+    g = np.tanh(z("candidate"))
     c = f * c_prev + i * g
-    o = sigmoid(x @ W_o + h_in @ U_o + p.get("output", 0.0) * c + b_o)
+    o = sigmoid(z("output") + p.get("output", 0.0) * c)
     h = o * np.tanh(c)
     return {"input": i, "forget": f, "candidate": g, "output": o}, (h, c)
 
 
-def cifg_step(x, states, kernel, recurrent_kernel, bias, peepholes=None, recurrent_mask=1.0):
-    """One step of the LSTM with coupled input and forget gates (Greff et al. 2017)::
-
-        f = sigmoid(W_f x + U_f h + p_f * c_prev + b_f)
-        i = 1 - f
-        g = tanh(W_g x + U_g h + b_g)
-        c = f * c_prev + i * g
-        o = sigmoid(W_o x + U_o h + p_o * c + b_o)
-        h = o * tanh(c)
-
-    ``peepholes`` may hold "forget" and/or "output". Returns ``(gates, (h, c))``.
-    """
-    h_prev, c_prev = states
-    p = peepholes or {}
-    h_in = h_prev * recurrent_mask
-    (W_f, U_f, b_f), (W_g, U_g, b_g), (W_o, U_o, b_o) = _blocks(kernel, recurrent_kernel, bias, 3)
-    f = sigmoid(x @ W_f + h_in @ U_f + p.get("forget", 0.0) * c_prev + b_f)
-    i = 1.0 - f
-    g = np.tanh(x @ W_g + h_in @ U_g + b_g)
-    c = f * c_prev + i * g
-    o = sigmoid(x @ W_o + h_in @ U_o + p.get("output", 0.0) * c + b_o)
-    h = o * np.tanh(c)
-    return {"input": i, "forget": f, "candidate": g, "output": o}, (h, c)
+#: CIFG: :func:`lstm_step` with ``i = 1 - f`` (peepholes may hold "forget" and/or "output").
+cifg_step = functools.partial(lstm_step, coupled=True)
 
 
 def gru_step(x, states, kernel, recurrent_kernel, bias, reset_after=True, recurrent_mask=1.0):
