@@ -43,6 +43,8 @@ def piano_roll(name, resolution):
         start = int(np.ceil(float(note.offset) / resolution))
         stop = int(np.ceil(float(note.offset + note.quarterLength) / resolution))
         for pitch in note.pitches:
+            if not LOWEST <= pitch.midi < LOWEST + NOTES:
+                raise ValueError(f"{name}: {pitch} is outside the piano's 88 keys")
             roll[start:stop, pitch.midi - LOWEST] = 1
     return roll
 
