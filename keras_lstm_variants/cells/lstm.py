@@ -25,7 +25,9 @@ class LSTMCell(RecurrentCell):
     ``(input_dim, 4 * units)`` and ``recurrent_kernel`` ``(units, 4 * units)`` with column
     blocks i, f, g (Keras's "c"), o, and ``bias`` ``(4 * units,)``; ``get_weights`` /
     ``set_weights`` copy both ways with ``keras.layers.LSTM``. ``unit_forget_bias`` starts
-    ``b_f`` at 1 (Jozefowicz et al. 2015).
+    ``b_f`` at 1 (Jozefowicz et al. 2015). Dropout: one input mask and one recurrent mask per
+    sequence, shared by all gates; with ``recurrent_dropout``, Keras instead draws one mask
+    per gate block, so the two agree under ``dropout`` alone (same seed) but not beyond.
 
     >>> import keras, keras_lstm_variants as klv
     >>> layer = keras.layers.RNN(klv.LSTMCell(8))
