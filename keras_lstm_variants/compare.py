@@ -6,14 +6,19 @@ Each variant of :data:`keras_lstm_variants.VARIANTS`, and a ``keras.layers.Simpl
 
     Input(None, vocabulary) -> recurrent layer(units) -> Dense(1, sigmoid)
 
-Every model trains on the same sentences, an equal number at each distance, with batches of one
-distance each (so no padding), with the same seed and optimizer, then is scored on fresh
-sentences at each distance. Under ``--out`` it writes:
+Every model trains on the same sentences, an equal number at each distance, in batches of one
+distance each (so no padding), with the same seed and optimizer (Adam at Keras's default
+learning rate). After each epoch it is scored on held-out sentences at each distance. Under
+``--out`` it writes:
 
-* ``results.md`` / ``results.json``: variant x distance -> test accuracy, parameters, seconds
-  per epoch (also printed);
-* ``accuracy_vs_distance.png``: the plot (needs matplotlib, the ``examples`` extra);
-* ``tensorboard/<variant>/``: Keras's TensorBoard logs, plus GateStatistics of every variant;
+* ``results.md`` / ``results.json``: variant x distance -> held-out accuracy after the last
+  epoch, parameters, seconds per epoch, and the first epoch with accuracy >= 95% at every
+  distance (also printed; the JSON adds every epoch's accuracies);
+* ``accuracy_vs_distance.png``: accuracy against distance, and at the longest distance against
+  epoch (needs matplotlib, the ``examples`` extra);
+* ``tensorboard/<variant>/``: Keras's TensorBoard logs (``train``), the held-out accuracies
+  (``held_out``: per epoch; ``test``: by distance), and GateStatistics (``gates``) of every
+  variant;
 * ``saved_models/<variant>/``: each trained model, exported with ``export_saved_model``.
 """
 
@@ -67,7 +72,9 @@ def configure(parser):
         f"(default: {','.join(map(str, DEFAULT_DISTANCES))}; --quick: 5,20)",
     )
     parser.add_argument("--epochs", type=int, help="training epochs (default: 6; --quick: 2)")
-    parser.add_argument("--units", type=int, help="units of each recurrent layer (default: 32)")
+    parser.add_argument(
+        "--units", type=int, help="units of each recurrent layer (default: 32; --quick: 8)"
+    )
     parser.add_argument(
         "--out", default="compare-out", help="output directory (default: %(default)s)"
     )
@@ -224,7 +231,7 @@ def seconds_per_epoch(seconds):
 
 
 def held_out(distance, seed):
-    """The :data:`TEST_SIZE` test sentences at ``distance``: never trained on."""
+    """The :data:`TEST_SIZE` held-out sentences at ``distance`` (another seed than training's)."""
     return agreement_data(distance, TEST_SIZE, seed=[seed, distance, 1])
 
 
@@ -233,12 +240,14 @@ class HeldOutAccuracy(keras.callbacks.Callback):
 
     Keeps one ``{distance: accuracy}`` per epoch in ``history``, prints it (progress), and
     writes the TensorBoard scalars ``held_out/accuracy_d<distance>`` (step = epoch) to the run
-    ``<log_dir>/held_out``.
+    ``<log_dir>/held_out``; at the end of training, the last epoch's accuracies as
+    ``test/accuracy_by_distance`` (step = distance) to the run ``<log_dir>/test``.
     """
 
     def __init__(self, log_dir, distances, seed):
         super().__init__()
         self.data = {distance: held_out(distance, seed) for distance in distances}
+        self.log_dir = log_dir
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "held_out"))
         self.history = []
 
@@ -260,6 +269,12 @@ class HeldOutAccuracy(keras.callbacks.Callback):
         self.writer.flush()
         print("  held-out accuracy: " + format_accuracy(accuracy), flush=True)
 
+    def on_train_end(self, logs=None):
+        self.writer.close()
+        with tf.summary.create_file_writer(os.path.join(self.log_dir, "test")).as_default():
+            for distance, value in self.history[-1].items():
+                tf.summary.scalar("test/accuracy_by_distance", value, step=distance)
+
     def learned_at(self):
         """The first epoch (from 1) with accuracy >= :data:`LEARNED` at every distance, or None."""
         for epoch, accuracy in enumerate(self.history, 1):
@@ -276,13 +291,6 @@ def probe_batch(distances, seed, size=8):
     """The GateStatistics probe: ``size`` test sentences at the longest distance up to 50."""
     distance = max([d for d in distances if d <= 50] or [min(distances)])
     return agreement_data(distance, size, seed=[seed, distance, 2])[0]
-
-
-def log_accuracy(log_dir, accuracy):
-    """Write the test accuracies to TensorBoard as ``test/accuracy_by_distance`` (step = distance)."""
-    with tf.summary.create_file_writer(os.path.join(log_dir, "test")).as_default():
-        for distance, value in accuracy.items():
-            tf.summary.scalar("test/accuracy_by_distance", value, step=distance)
 
 
 def train_variant(name, config, batches):
@@ -303,8 +311,6 @@ def train_variant(name, config, batches):
         shuffle=False,  # as_dataset shuffles
         verbose=2,
     )
-    accuracy = held_out_accuracy.history[-1]
-    log_accuracy(log_dir, accuracy)
     os.makedirs(os.path.join(config["out"], "saved_models"), exist_ok=True)
     export_saved_model(model, os.path.join(config["out"], "saved_models", name))
     return {
@@ -312,7 +318,7 @@ def train_variant(name, config, batches):
         "parameters": int(model.count_params()),
         "seconds_per_epoch": seconds_per_epoch(timer.seconds),
         "learned_at_epoch": held_out_accuracy.learned_at(),
-        "accuracy": accuracy,
+        "accuracy": held_out_accuracy.history[-1],
         "history": held_out_accuracy.history,
     }
 
@@ -373,6 +379,7 @@ def run(args):
         f"{config['units']} units, seed {config['seed']}; writing to {out}",
         flush=True,
     )
+    begin = time.perf_counter()
     batches = training_batches(distances, config["batches"], config["seed"])
     rows = []
     for number, name in enumerate(names, 1):
@@ -385,10 +392,11 @@ def run(args):
     with open(os.path.join(out, "results.md"), "w") as file:
         file.write(table + "\n")
     with open(os.path.join(out, "results.json"), "w") as file:
-        json.dump({"settings": {k: v for k, v in config.items()}, "results": rows}, file, indent=2)
+        json.dump({"settings": config, "results": rows}, file, indent=2)
     plot(rows, distances, os.path.join(out, "accuracy_vs_distance.png"))
     print(f"\n{table}\n")
     print(f"plot: {os.path.join(out, 'accuracy_vs_distance.png')}")
     print(f"models: {os.path.join(out, 'saved_models')}/<variant>")
     print(f"TensorBoard: tensorboard --logdir {os.path.join(out, 'tensorboard')}")
+    print(f"compare: done in {time.perf_counter() - begin:.0f} s")
     return 0
