@@ -75,29 +75,66 @@ def positive_ints(name, text):
 
 def configure(parser):
     shape = parser.add_argument_group(
-        "shape", f"any of these gives one shape (unset ones from {DEFAULT_SHAPE}); none gives "
-        f"the default {DEFAULT_SHAPE} plus the long case {LONG_SHAPE} (batch x time x features x units)"
+        "shape",
+        f"batch x time x features x units: any of these gives one shape (unset ones from "
+        f"{DEFAULT_SHAPE}); none gives the default {DEFAULT_SHAPE} plus the long case {LONG_SHAPE}",
     )
     for name in ("batch", "time", "features", "units"):
         shape.add_argument(f"--{name}", type=int, metavar="N")
-    parser.add_argument("--repeats", type=int, default=10, metavar="N",
-                        help="timed calls per model; the minimum is reported (default 10)")
-    parser.add_argument("--variants", default="lstm,peephole,cifg,gru", metavar="LIST",
-                        help="comma-separated variants (default: all)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=10,
+        metavar="N",
+        help="timed calls per model; the minimum is reported (default 10)",
+    )
+    parser.add_argument(
+        "--variants",
+        default="lstm,peephole,cifg,gru",
+        metavar="LIST",
+        help="comma-separated variants (default: all)",
+    )
     parser.add_argument("--no-jit", action="store_true", help="skip the jit_compile=True models")
-    parser.add_argument("--sections", default="speed,memory", metavar="LIST",
-                        help="what to measure: speed, memory or both (default speed,memory)")
-    parser.add_argument("--json", default="bench.json", metavar="PATH",
-                        help="where to write the results (default bench.json)")
-    parser.add_argument("--gemm-size", type=int, default=2048, metavar="N",
-                        help="n of the n x n x n float32 GEMM that measures the peak (default 2048)")
-    parser.add_argument("--memory-steps", default="250,500,1000", metavar="LIST",
-                        help="sequence lengths of the long case whose training-step peak RSS is "
-                        "measured, each in a subprocess ('' skips; default 250,500,1000)")
-    parser.add_argument("--inference-steps", type=int, default=10000, metavar="N",
-                        help="steps of the long-inference memory check (0 skips; default 10000)")
-    parser.add_argument("--inference-units", type=int, default=256, metavar="N",
-                        help="units of the long-inference memory check (default 256)")
+    parser.add_argument(
+        "--sections",
+        default="speed,memory",
+        metavar="LIST",
+        help="what to measure: speed, memory or both (default speed,memory)",
+    )
+    parser.add_argument(
+        "--json",
+        default="bench.json",
+        metavar="PATH",
+        help="where to write the results (default bench.json)",
+    )
+    parser.add_argument(
+        "--gemm-size",
+        type=int,
+        default=2048,
+        metavar="N",
+        help="n of the n x n x n float32 GEMM that measures the peak (default 2048)",
+    )
+    parser.add_argument(
+        "--memory-steps",
+        default="250,500,1000",
+        metavar="LIST",
+        help="sequence lengths of the long case whose training-step peak RSS is "
+        "measured, each in a subprocess ('' skips; default 250,500,1000)",
+    )
+    parser.add_argument(
+        "--inference-steps",
+        type=int,
+        default=10000,
+        metavar="N",
+        help="steps of the long-inference memory check (0 skips; default 10000)",
+    )
+    parser.add_argument(
+        "--inference-units",
+        type=int,
+        default=256,
+        metavar="N",
+        help="units of the long-inference memory check (default 256)",
+    )
 
 
 def parse(args):
@@ -107,13 +144,17 @@ def parse(args):
     for name in ("batch", "time", "features", "units", "repeats", "gemm_size", "inference_units"):
         value = getattr(args, name)
         if value is not None and value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer; received {value}")
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be a positive integer; received {value}"
+            )
     if args.inference_steps < 0:
         raise UsageError(f"--inference-steps must be >= 0; received {args.inference_steps}")
     variants = [name.strip() for name in args.variants.split(",") if name.strip()]
     unknown = [name for name in variants if name not in VARIANTS]
     if unknown or not variants:
-        raise UsageError(f"--variants takes names from {', '.join(VARIANTS)}; received {args.variants!r}")
+        raise UsageError(
+            f"--variants takes names from {', '.join(VARIANTS)}; received {args.variants!r}"
+        )
     directory = os.path.dirname(os.path.abspath(args.json))
     if not os.path.isdir(directory):
         raise UsageError(f"--json: directory {directory} does not exist")
@@ -148,15 +189,15 @@ def gemm_peak(n, repeats=5):
     return {name: 2 * n**3 / seconds / 1e9 for name, seconds in best.items()}
 
 
-def timed(function):
-    """Wall-clock seconds of one call of ``function``."""
-    return timed_cpu(function)[0]
+def timed(function, *args):
+    """Wall-clock seconds of one call ``function(*args)``."""
+    return timed_cpu(function, *args)[0]
 
 
-def timed_cpu(function):
+def timed_cpu(function, *args):
     """``(wall, cpu)`` seconds of one call; CPU time is summed over the process's threads."""
     wall, cpu = time.perf_counter(), time.process_time()
-    function()
+    function(*args)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -172,7 +213,9 @@ def build_model(kind, shape, jit_compile, seed=0):
         layer = getattr(keras.layers, kind.split(".")[1])(shape.units)
     else:
         layer = VARIANTS[kind][1](shape.units)
-    model = keras.Sequential([keras.Input((shape.time, shape.features), batch_size=shape.batch), layer])
+    model = keras.Sequential(
+        [keras.Input((shape.time, shape.features), batch_size=shape.batch), layer]
+    )
     model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
     return model
 
@@ -193,33 +236,41 @@ def bench_shape(shape, variants, jit_modes, repeats, peak):
         for jit in jit_modes:
             progress(f"{shape}: {kind} jit_compile={jit}: build, first calls")
             model = build_model(kind, shape, jit)
-            entry = {"model": kind, "jit_compile": jit, "shape": asdict(shape),
-                     "blocks": gate_blocks(model), "train": [], "predict": []}
-            entry["first_train_s"] = timed(lambda: model.train_on_batch(x, y))
-            entry["first_predict_s"] = timed(lambda: model.predict_on_batch(x))
+            entry = {
+                "model": kind,
+                "jit_compile": jit,
+                "shape": asdict(shape),
+                "blocks": gate_blocks(model),
+                "train": [],
+                "predict": [],
+            }
+            entry["first_train_s"] = timed(model.train_on_batch, x, y)
+            entry["first_predict_s"] = timed(model.predict_on_batch, x)
             entries.append((entry, model))
     for repeat in range(repeats):
         progress(f"{shape}: repeat {repeat + 1}/{repeats} over {len(entries)} models")
         for entry, model in entries:
-            entry["train"].append(timed_cpu(lambda: model.train_on_batch(x, y)))
-            entry["predict"].append(timed_cpu(lambda: model.predict_on_batch(x)))
+            entry["train"].append(timed_cpu(model.train_on_batch, x, y))
+            entry["predict"].append(timed_cpu(model.predict_on_batch, x))
     records = []
     for entry, _ in entries:
         flops = forward_flops(shape, entry["blocks"])
         (train, train_cpu), (predict, predict_cpu) = (
             np.min(entry.pop(mode), axis=0) for mode in ("train", "predict")
         )
-        records.append({
-            **entry,
-            "train_ms": 1e3 * train,
-            "predict_ms": 1e3 * predict,
-            "train_cpu_ms": 1e3 * train_cpu,
-            "predict_cpu_ms": 1e3 * predict_cpu,
-            "train_gflops": 3 * flops / train / 1e9,
-            "predict_gflops": flops / predict / 1e9,
-            "train_peak_fraction": 3 * flops / train / 1e9 / peak,
-            "compile_s": entry["first_train_s"] - train if entry["jit_compile"] else None,
-        })
+        records.append(
+            {
+                **entry,
+                "train_ms": 1e3 * train,
+                "predict_ms": 1e3 * predict,
+                "train_cpu_ms": 1e3 * train_cpu,
+                "predict_cpu_ms": 1e3 * predict_cpu,
+                "train_gflops": 3 * flops / train / 1e9,
+                "predict_gflops": flops / predict / 1e9,
+                "train_peak_fraction": 3 * flops / train / 1e9 / peak,
+                "compile_s": entry["first_train_s"] - train if entry["jit_compile"] else None,
+            }
+        )
     return records
 
 
@@ -232,16 +283,26 @@ def compare(records):
             continue
         stock = by_key[(shape, f"keras.{STOCK[model]}", jit)]
         no_jit = by_key.get((shape, model, False))
-        rows.append({
-            "shape": shape, "variant": model, "jit_compile": jit, "stock": stock["model"],
-            "train_ms": ours["train_ms"], "stock_train_ms": stock["train_ms"],
-            "train_ratio": ours["train_ms"] / stock["train_ms"],
-            "predict_ms": ours["predict_ms"], "stock_predict_ms": stock["predict_ms"],
-            "predict_ratio": ours["predict_ms"] / stock["predict_ms"],
-            "jit_vs_no_jit_train": ours["train_ms"] / no_jit["train_ms"] if jit and no_jit else None,
-            "train_gflops": ours["train_gflops"], "train_peak_fraction": ours["train_peak_fraction"],
-            "compile_s": ours["compile_s"],
-        })
+        rows.append(
+            {
+                "shape": shape,
+                "variant": model,
+                "jit_compile": jit,
+                "stock": stock["model"],
+                "train_ms": ours["train_ms"],
+                "stock_train_ms": stock["train_ms"],
+                "train_ratio": ours["train_ms"] / stock["train_ms"],
+                "predict_ms": ours["predict_ms"],
+                "stock_predict_ms": stock["predict_ms"],
+                "predict_ratio": ours["predict_ms"] / stock["predict_ms"],
+                "jit_vs_no_jit_train": ours["train_ms"] / no_jit["train_ms"]
+                if jit and no_jit
+                else None,
+                "train_gflops": ours["train_gflops"],
+                "train_peak_fraction": ours["train_peak_fraction"],
+                "compile_s": ours["compile_s"],
+            }
+        )
     return rows
 
 
@@ -259,19 +320,24 @@ def measure_memory(spec):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((shape.batch, shape.time, shape.features), dtype=np.float32)
     y = rng.standard_normal((shape.batch, shape.units), dtype=np.float32)
-    if spec["mode"] == "train":
-        call = lambda: np.isfinite(model.train_on_batch(x, y))  # noqa: E731
-    else:
-        call = lambda: np.isfinite(model.predict_on_batch(x)).all()  # noqa: E731
     peak_reset = reset_peak_rss()
     before = current_rss()
     start = time.perf_counter()
-    finite = bool(call())
+    if spec["mode"] == "train":
+        finite = bool(np.isfinite(model.train_on_batch(x, y)))
+    else:
+        finite = bool(np.isfinite(model.predict_on_batch(x)).all())
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss is KiB on Linux
-    return {**spec, "rss_before_mb": before / 2**20, "peak_rss_mb": peak / 2**20,
-            "call_mb": (peak - before) / 2**20, "peak_reset": peak_reset, "seconds": seconds,
-            "finite": finite}
+    return {
+        **spec,
+        "rss_before_mb": before / 2**20,
+        "peak_rss_mb": peak / 2**20,
+        "call_mb": (peak - before) / 2**20,
+        "peak_reset": peak_reset,
+        "seconds": seconds,
+        "finite": finite,
+    }
 
 
 def reset_peak_rss():
@@ -287,10 +353,16 @@ def reset_peak_rss():
 def memory_in_subprocess(spec):
     """:func:`measure_memory` in a fresh interpreter, so each peak RSS is its own."""
     done = subprocess.run(
-        [sys.executable, "-m", __name__, json.dumps(spec)], capture_output=True, text=True
+        [sys.executable, "-m", __name__, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
-        return {**spec, "error": done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]}
+        return {
+            **spec,
+            "error": done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"],
+        }
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -304,49 +376,69 @@ def bench_memory(variants, lengths, inference_steps, inference_units):
     of our layers' inference over ``inference_steps`` steps with ``inference_units`` units."""
     specs = [
         {"model": kind, "mode": "train", "shape": asdict(replace(LONG_SHAPE, time=steps))}
-        for kind in with_stock(variants) for steps in lengths
+        for kind in with_stock(variants)
+        for steps in lengths
     ]
     if inference_steps:
         long = replace(LONG_SHAPE, time=inference_steps, units=inference_units)
         specs += [{"model": name, "mode": "predict", "shape": asdict(long)} for name in variants]
     results = []
     for number, spec in enumerate(specs, 1):
-        progress(f"memory {number}/{len(specs)}: {spec['model']} {spec['mode']} {Shape(**spec['shape'])}")
+        progress(
+            f"memory {number}/{len(specs)}: {spec['model']} {spec['mode']} {Shape(**spec['shape'])}"
+        )
         results.append(memory_in_subprocess(spec))
     return results
 
 
 # -------------------------------------------------------------------------------- output
-def format_table(rows, peak):
-    def ms(value):
-        return f"{value:8.1f}"
+def render(table, widths, left):
+    """Lines of a text table: the first ``left`` columns left-aligned, the rest right-aligned."""
+    return [
+        " ".join(
+            f"{value:<{width}}" if column < left else f"{value:>{width}}"
+            for column, (value, width) in enumerate(zip(values, widths))
+        ).rstrip()
+        for values in table
+    ]
 
-    lines = [
-        f"GEMM peak {peak:.0f} GFLOP/s; times are the minimum over the repeats, ratio = ours / stock",
-        f"{'shape BxTxFxU':17} {'variant':9} {'jit':3} | {'train ms':>8} {'stock':>8} {'ratio':>5} | "
-        f"{'infer ms':>8} {'stock':>8} {'ratio':>5} | {'GFLOP/s':>7} {'%peak':>5} | {'jit/no':>6} {'compile s':>9}",
+
+def number(value, spec):
+    return "" if value is None else format(value, spec)
+
+
+def format_table(rows, peak):
+    """One line per (shape, variant, jit_compile): ours, stock, their ratio; throughput."""
+    table = [
+        ("shape BxTxFxU", "variant", "jit", "train ms", "stock", "ratio", "infer ms", "stock")
+        + ("ratio", "GFLOP/s", "%peak", "jit/no", "compile s")
     ]
     for row in rows:
-        jit_ratio = f"{row['jit_vs_no_jit_train']:6.2f}" if row["jit_vs_no_jit_train"] else f"{'':6}"
-        compile_s = f"{row['compile_s']:9.1f}" if row["compile_s"] is not None else f"{'':9}"
-        lines.append(
-            f"{row['shape']:17} {row['variant']:9} {'yes' if row['jit_compile'] else 'no':3} | "
-            f"{ms(row['train_ms'])} {ms(row['stock_train_ms'])} {row['train_ratio']:5.2f} | "
-            f"{ms(row['predict_ms'])} {ms(row['stock_predict_ms'])} {row['predict_ratio']:5.2f} | "
-            f"{row['train_gflops']:7.1f} {100 * row['train_peak_fraction']:5.1f} | {jit_ratio} {compile_s}"
+        table.append(
+            (row["shape"], row["variant"], "yes" if row["jit_compile"] else "no")
+            + tuple(number(row[key], ".1f") for key in ("train_ms", "stock_train_ms"))
+            + (number(row["train_ratio"], ".2f"),)
+            + tuple(number(row[key], ".1f") for key in ("predict_ms", "stock_predict_ms"))
+            + (number(row["predict_ratio"], ".2f"), number(row["train_gflops"], ".1f"))
+            + (number(100 * row["train_peak_fraction"], ".1f"),)
+            + (number(row["jit_vs_no_jit_train"], ".2f"), number(row["compile_s"], ".1f"))
         )
-    return "\n".join(lines)
+    title = f"GEMM peak {peak:.0f} GFLOP/s; minimum over the repeats; ratio = ours / stock"
+    widths = (17, 9, 3, 8, 8, 5, 8, 8, 5, 7, 5, 6, 9)
+    return "\n".join([title, *render(table, widths, left=3)])
 
 
 def format_memory(results):
-    lines = [f"{'memory':10} {'mode':7} {'shape BxTxFxU':17} | {'peak RSS MB':>11} {'call MB':>8} {'s':>6}"]
+    """One line per memory measurement: peak RSS of the process and of the call."""
+    table = [("memory", "mode", "shape BxTxFxU", "peak RSS MB", "call MB", "s")]
     for r in results:
-        head = f"{r['model']:10} {r['mode']:7} {str(Shape(**r['shape'])):17} |"
+        head = (r["model"], r["mode"], str(Shape(**r["shape"])))
         if "error" in r:
-            lines.append(f"{head} FAILED: {' '.join(r['error'])}")
+            table.append((*head, "FAILED: " + " ".join(r["error"])))
         else:
-            lines.append(f"{head} {r['peak_rss_mb']:11.0f} {r['call_mb']:8.0f} {r['seconds']:6.1f}")
-    return "\n".join(lines)
+            sizes = (number(r["peak_rss_mb"], ".0f"), number(r["call_mb"], ".0f"))
+            table.append((*head, *sizes, number(r["seconds"], ".1f")))
+    return "\n".join(render(table, (10, 7, 17, 11, 8, 6), left=3))
 
 
 def run(args):
@@ -367,10 +459,19 @@ def run(args):
     if "memory" in sections:
         memory = bench_memory(variants, lengths, args.inference_steps, args.inference_units)
     result = {
-        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__, "python": sys.version.split()[0]},
-        "cpu_count": os.cpu_count(), "repeats": args.repeats,
-        "gemm_gflops": gemm, "gemm_size": args.gemm_size, "peak_gflops": peak,
-        "records": records, "comparisons": rows, "memory": memory,
+        "versions": {
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+            "python": sys.version.split()[0],
+        },
+        "cpu_count": os.cpu_count(),
+        "repeats": args.repeats,
+        "gemm_gflops": gemm,
+        "gemm_size": args.gemm_size,
+        "peak_gflops": peak,
+        "records": records,
+        "comparisons": rows,
+        "memory": memory,
     }
     with open(args.json, "w") as file:
         json.dump(result, file, indent=1)

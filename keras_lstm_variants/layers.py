@@ -121,12 +121,12 @@ class VariantRNN(layers.RNN):
     def inner_loop(self, sequences, initial_state, mask, training=False):
         """Run :meth:`~keras_lstm_variants.cells.base.RecurrentCell.gates` over the time axis.
 
-        Each step projects its own input (``W x_t + b``) and then calls ``transition``. Projecting
-        every step in one GEMM before the loop was measured slower on CPU (``keras-lstm-variants
-        bench``; 1.2-2x in CPU time, train and inference, with and without XLA): the projection
-        is ``G * units / features`` times larger than the input (16x at the default shape), and
-        the loop's transpose and per-step TensorArray copies of it cost more memory traffic
-        than the small per-step GEMM they save.
+        Each step projects its own input (``W x_t + b``), then calls ``transition``. Projecting
+        every step in one GEMM before the loop measured slower on CPU (README, "Speed": 1.15-2.1x
+        the CPU time at the bench's default shape, train and inference, with and without XLA;
+        1.0-1.35x in the long case): that projection is ``G * units / features`` times larger
+        than the input (16x at the default shape), and the loop's transpose and per-step
+        TensorArray copies of it cost more memory traffic than the small per-step GEMM saves.
         """
         if isinstance(mask, (list, tuple)):
             mask = mask[0]

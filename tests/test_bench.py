@@ -17,9 +17,24 @@ TINY = ["--batch", "3", "--time", "5", "--features", "4", "--units", "6"]
 
 def test_bench_writes_table_and_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    argv = ["bench", *TINY, "--repeats", "2", "--variants", "cifg", "--gemm-size", "64",
-            "--memory-steps", "", "--inference-steps", "7", "--inference-units", "5",
-            "--json", str(path)]
+    argv = [
+        "bench",
+        *TINY,
+        "--repeats",
+        "2",
+        "--variants",
+        "cifg",
+        "--gemm-size",
+        "64",
+        "--memory-steps",
+        "",
+        "--inference-steps",
+        "7",
+        "--inference-units",
+        "5",
+        "--json",
+        str(path),
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr()
     result = json.loads(path.read_text())
@@ -43,7 +58,9 @@ def test_bench_writes_table_and_json(tmp_path, capsys):
         assert row["train_ratio"] == pytest.approx(row["train_ms"] / row["stock_train_ms"])
         assert row["predict_ratio"] == pytest.approx(row["predict_ms"] / row["stock_predict_ms"])
     assert rows[0]["jit_vs_no_jit_train"] is None
-    assert rows[1]["jit_vs_no_jit_train"] == pytest.approx(rows[1]["train_ms"] / rows[0]["train_ms"])
+    assert rows[1]["jit_vs_no_jit_train"] == pytest.approx(
+        rows[1]["train_ms"] / rows[0]["train_ms"]
+    )
 
     # the long-inference memory check ran in a real subprocess, at the requested shape
     (memory,) = result["memory"]
@@ -65,8 +82,14 @@ def test_forward_flops_match_the_weight_shapes(name):
     shape = bench.Shape(batch=3, time=5, features=4, units=6)
     model = bench.build_model(name, shape, jit_compile=False)
     cell = model.layers[-1].cell
-    per_step = 2 * shape.batch * (cell.kernel.shape[0] * cell.kernel.shape[1]
-                                  + cell.recurrent_kernel.shape[0] * cell.recurrent_kernel.shape[1])
+    per_step = (
+        2
+        * shape.batch
+        * (
+            cell.kernel.shape[0] * cell.kernel.shape[1]
+            + cell.recurrent_kernel.shape[0] * cell.recurrent_kernel.shape[1]
+        )
+    )
     assert bench.forward_flops(shape, bench.gate_blocks(model)) == shape.time * per_step
 
 
