@@ -268,6 +268,7 @@ def bench_shape(shape, variants, jit_modes, repeats, peak):
                 "train_gflops": 3 * flops / train / 1e9,
                 "predict_gflops": flops / predict / 1e9,
                 "train_peak_fraction": 3 * flops / train / 1e9 / peak,
+                "first_call_overhead_s": entry["first_train_s"] - train,
                 "compile_s": entry["first_train_s"] - train if entry["jit_compile"] else None,
             }
         )
@@ -447,6 +448,7 @@ def run(args):
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # one retracing warning per model otherwise
+    started, load_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), os.getloadavg()
     gemm, peak, records, memory = {}, None, [], []
     if "speed" in sections:
         progress(f"GEMM peak: {args.gemm_size}^3 float32")
@@ -465,6 +467,8 @@ def run(args):
             "python": sys.version.split()[0],
         },
         "cpu_count": os.cpu_count(),
+        "started": started,
+        "load_average_before_after": [load_before, os.getloadavg()],
         "repeats": args.repeats,
         "gemm_gflops": gemm,
         "gemm_size": args.gemm_size,
