@@ -41,7 +41,7 @@ BASELINE = "simplernn"
 DEFAULT_DISTANCES = (5, 20, 50, 100, 200, 500)
 #: Settings of the default run and of ``--quick`` (command-line options override them).
 PRESETS = {
-    "default": {"distances": DEFAULT_DISTANCES, "epochs": 6, "units": 32, "batches": 8},
+    "default": {"distances": DEFAULT_DISTANCES, "epochs": 8, "units": 32, "batches": 8},
     "quick": {"distances": (5, 20), "epochs": 2, "units": 8, "batches": 2},
 }
 BATCH_SIZE = 32
@@ -71,7 +71,7 @@ def configure(parser):
         help="comma-separated distractor distances, integers >= 1 "
         f"(default: {','.join(map(str, DEFAULT_DISTANCES))}; --quick: 5,20)",
     )
-    parser.add_argument("--epochs", type=int, help="training epochs (default: 6; --quick: 2)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: 8; --quick: 2)")
     parser.add_argument(
         "--units", type=int, help="units of each recurrent layer (default: 32; --quick: 8)"
     )

@@ -1,17 +1,20 @@
 """The long-range dependency task of ``keras-lstm-variants compare``: subject-verb agreement.
 
 A synthetic language after Linzen, Dupoux & Goldberg 2016, "Assessing the Ability of LSTMs to
-Learn Syntax-Sensitive Dependencies": "The cat, which chased the toys ..., was tired" against
-"The cats, which chased the toy ..., were tired". Each sentence is
+Learn Syntax-Sensitive Dependencies": "The cat, which chased the dogs ..., was tired" against
+"The cats, which chased the dog ..., were tired". Each sentence is
 
     subject  distractor_1 ... distractor_d  ","
 
 and the label is the number of the verb that follows: 1 (plural, "were") when the subject is
 plural, 0 (singular, "was") otherwise. The subject is an animal noun; the ``d`` distractors
-(the *distance*) are filler words and object nouns of both numbers, and the last noun before the
-verb always has the number opposite to the subject's (an *agreement attractor*), so neither "the
-last noun" nor "the majority of nouns" predicts the label. Only a network that carries the
-subject's number across all ``d`` tokens gets it right; chance is 50%.
+(the *distance*) are filler words and nouns -- the subject nouns themselves among them, as in
+"the cat that chased the dogs" -- drawn without looking at the label. Every clause of two or
+more words holds nouns of both numbers, so it always contains an *agreement attractor* (a noun
+of the number opposite to the subject's), and neither "the last noun" nor "the majority of
+nouns" predicts the label. Only a network that stores the number of the *first* noun and
+keeps it, unchanged by the nouns that follow, across all ``d`` tokens gets it right; chance is
+50%.
 
 >>> from keras_lstm_variants.tasks import agreement_data, decode
 >>> x, y = agreement_data(distance=5, size=2, seed=0)
@@ -27,8 +30,10 @@ import numpy as np
 
 #: Subject nouns, (singular, plural).
 SUBJECTS = (("cat", "cats"), ("dog", "dogs"))
-#: Object nouns in the distractor clause, (singular, plural): the agreement attractors.
-ATTRACTORS = (("toy", "toys"), ("bowl", "bowls"), ("bird", "birds"))
+#: Object nouns, (singular, plural).
+OBJECTS = (("toy", "toys"), ("bowl", "bowls"), ("bird", "birds"))
+#: The nouns of the distractor clause, (singular, plural): the agreement attractors.
+ATTRACTORS = SUBJECTS + OBJECTS
 #: Filler words of the distractor clause.
 FILLERS = ("which", "chased", "the", "near", "all", "day", "and", "ate")
 #: The token the verb follows: the end of the sentence the network reads.
@@ -36,7 +41,7 @@ END = ","
 
 VOCABULARY = (
     tuple(word for pair in SUBJECTS for word in pair)
-    + tuple(word for pair in ATTRACTORS for word in pair)
+    + tuple(word for pair in OBJECTS for word in pair)
     + FILLERS
     + (END,)
 )
@@ -71,15 +76,16 @@ def agreement_tokens(distance, size, seed):
 
     tokens = np.empty((size, distance + 2), dtype=np.int32)
     tokens[:, 0] = subjects[rng.integers(len(SUBJECTS), size=size), labels]
+    # The clause never looks at the label: random fillers and nouns of random number, plus a
+    # singular and a plural noun at two random positions (one noun only when distance is 1).
     clause = fillers[rng.integers(len(fillers), size=(size, distance))]
     is_noun = rng.random((size, distance)) < NOUN_RATE
     noun_numbers = rng.integers(2, size=(size, distance))
-    # The last noun of the clause is an attractor of the opposite number, at a random position.
-    last = rng.integers(distance, size=size)
-    after_last = np.arange(distance) > last[:, None]
-    is_noun[after_last] = False
-    is_noun[np.arange(size), last] = True
-    noun_numbers[np.arange(size), last] = 1 - labels
+    positions = np.argsort(rng.random((size, distance)), axis=1)[:, :2]
+    rows = np.arange(size)[:, None]
+    is_noun[rows, positions] = True
+    if distance > 1:
+        noun_numbers[rows, positions] = [0, 1]
     nouns = attractors[rng.integers(len(ATTRACTORS), size=(size, distance)), noun_numbers]
     tokens[:, 1:-1] = np.where(is_noun, nouns, clause)
     tokens[:, -1] = INDEX[END]

@@ -10,7 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from keras_lstm_variants import VARIANTS, cli, compare
-from keras_lstm_variants.tasks import ATTRACTORS, SUBJECTS, VOCABULARY, agreement_data, decode
+from keras_lstm_variants.tasks import OBJECTS, SUBJECTS, VOCABULARY, agreement_data, decode
 
 ALL = [*VARIANTS, compare.BASELINE]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
@@ -211,37 +211,50 @@ def test_missing_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
 
 
 # ------------------------------------------------------------------------------- the task
-SINGULAR = {pair[0] for pair in SUBJECTS + ATTRACTORS}
-PLURAL = {pair[1] for pair in SUBJECTS + ATTRACTORS}
+SINGULAR = {pair[0] for pair in SUBJECTS + OBJECTS}
+PLURAL = {pair[1] for pair in SUBJECTS + OBJECTS}
 
 
-@pytest.mark.parametrize("distance", [1, 5, 37])
+def read(x):
+    """Each sentence's words, and its nouns' numbers (1 plural, 0 singular, -1 not a noun)."""
+    words = np.array([decode(sentence) for sentence in x])
+    numbers = np.where(np.isin(words, sorted(PLURAL)), 1, -1)
+    return words, np.where(np.isin(words, sorted(SINGULAR)), 0, numbers)
+
+
+@pytest.mark.parametrize("distance", [1, 2, 5, 37])
 def test_labels_agree_with_the_subject(distance):
     """An independent reading of each sentence, word by word, gives the generator's labels."""
     x, y = agreement_data(distance, 64, seed=distance)
     assert x.shape == (64, distance + 2, len(VOCABULARY))
     assert np.all(x.sum(-1) == 1)  # one-hot
-    for sentence, label in zip(x, y):
-        words = decode(sentence)
-        subject, clause, end = words[0], words[1:-1], words[-1]
-        assert subject in {word for pair in SUBJECTS for word in pair}
-        assert end == ","
-        assert label == (1 if subject in PLURAL else 0)
+    words, numbers = read(x)
+    for sentence, label in zip(words, y):
+        subject = sentence[0]
+        assert subject in {"cat", "cats", "dog", "dogs"} and sentence[-1] == ","
+        assert label == (subject in PLURAL)
         assert subject.endswith("s") == bool(label)  # "cats" / "dogs" are plural
-        nouns = [word for word in clause if word in SINGULAR | PLURAL]
-        assert nouns, "every clause has an attractor noun"
-        assert (nouns[-1] in PLURAL) != (subject in PLURAL)  # the last noun is an attractor
+    clause = numbers[:, 1:-1]
+    assert np.all((clause >= 0).any(1))  # every clause has a noun
+    if distance > 1:  # ... of both numbers: an agreement attractor, whatever the subject
+        assert np.all((clause == 0).any(1) & (clause == 1).any(1))
     assert 0.3 < y.mean() < 0.7
 
 
-def test_shortcuts_do_not_predict_the_label():
-    """Neither the majority number of the clause's nouns nor any position but 0 gives the label."""
-    x, y = agreement_data(50, 512, seed=1)
-    plural = np.isin(np.array([decode(s) for s in x]), sorted(PLURAL))
-    singular = np.isin(np.array([decode(s) for s in x]), sorted(SINGULAR))
-    clause_majority = plural[:, 1:-1].sum(1) > singular[:, 1:-1].sum(1)
-    assert 0.3 < np.mean(clause_majority == y) < 0.7
-    assert np.all(plural[:, 0] == y.astype(bool))
+def test_the_clause_does_not_give_the_label_away():
+    """Subject nouns recur in the clause; the last noun, the majority of nouns and the
+    frequency of every word in the clause are independent of the label."""
+    x, y = agreement_data(50, 2048, seed=1)
+    words, numbers = read(x)
+    clause_words, clause = words[:, 1:-1], numbers[:, 1:-1]
+    assert np.isin(clause_words, ["cat", "cats", "dog", "dogs"]).any(1).mean() > 0.5
+    last_noun = np.array([row[row >= 0][-1] for row in clause])
+    assert 0.45 < np.mean(last_noun == y) < 0.55
+    majority = (clause == 1).sum(1) > (clause == 0).sum(1)
+    assert 0.45 < np.mean(majority == y) < 0.55
+    for word in VOCABULARY:
+        share = [np.mean(clause_words[y == label] == word) for label in (0, 1)]
+        assert abs(share[0] - share[1]) < 0.01, word
 
 
 def test_same_seed_same_sentences_and_bad_arguments():
