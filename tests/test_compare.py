@@ -119,8 +119,14 @@ def test_quick_exports_models_that_load_and_agree_with_the_table(quick_run):
         assert (path / "saved_model.pb").exists()
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
         probabilities = serve(tf.constant(x))["output"].numpy()
+        assert probabilities.shape == (len(x), 1) and np.all(
+            (0 < probabilities) & (probabilities < 1)
+        )
+        # The trained model's accuracy; a prediction within float rounding of 0.5 may flip.
         accuracy = np.mean((probabilities[:, 0] > 0.5) == y)
-        assert accuracy == pytest.approx(results[name]["accuracy"]["5"], abs=1e-9)
+        borderline = np.sum(np.abs(probabilities - 0.5) < 1e-5)
+        expected = results[name]["accuracy"]["5"]
+        assert abs(accuracy - expected) <= borderline / len(x) + 1e-9
 
 
 def test_python_dash_m_runs_compare(tmp_path):
