@@ -47,7 +47,7 @@ VOCABULARY = (
 )
 INDEX = {word: index for index, word in enumerate(VOCABULARY)}
 
-#: Probability that a distractor token is an object noun rather than a filler word.
+#: Probability that a distractor token is a noun (of :data:`ATTRACTORS`) rather than a filler.
 NOUN_RATE = 0.25
 
 
