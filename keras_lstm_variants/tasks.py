@@ -24,6 +24,7 @@ keeps it, unchanged by the nouns that follow, across all ``d`` tokens gets it ri
 7
 """
 
+import collections
 import numbers
 
 import numpy as np
@@ -108,3 +109,16 @@ def decode(sentence):
     sentence = np.asarray(sentence)
     ids = sentence.argmax(-1) if sentence.ndim == 2 else sentence
     return [VOCABULARY[i] for i in ids]
+
+
+#: A task of ``compare``: ``data(distance, size, seed) -> (x, y)``, with ``x`` one-hot
+#: ``(size, time, features)`` and ``y`` binary labels ``(size,)``; ``features`` is ``x``'s last
+#: dimension.
+Task = collections.namedtuple("Task", ["data", "features", "description"])
+
+#: The tasks ``compare --task`` accepts, by name.
+TASKS = {
+    "agreement": Task(
+        agreement_data, len(VOCABULARY), "Subject-verb agreement across a distractor clause"
+    ),
+}

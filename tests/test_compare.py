@@ -10,9 +10,17 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from keras_lstm_variants import VARIANTS, cli, compare
-from keras_lstm_variants.tasks import OBJECTS, SUBJECTS, VOCABULARY, agreement_data, decode
+from keras_lstm_variants.tasks import (
+    OBJECTS,
+    SUBJECTS,
+    TASKS,
+    VOCABULARY,
+    agreement_data,
+    decode,
+)
 
 ALL = [*VARIANTS, compare.BASELINE]
+AGREEMENT = TASKS["agreement"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 
@@ -35,12 +43,12 @@ def quick_run(tmp_path_factory):
 def test_quick_prints_the_table_and_progress(quick_run):
     out, stdout = quick_run
     for number, name in enumerate(ALL, 1):
-        assert f"[{number}/{len(ALL)}] {name}" in stdout  # progress
+        assert f"[{number}/{len(ALL)}] {name}, seed 0" in stdout  # progress
         assert "Epoch 2/2" in stdout
     table = (out / "results.md").read_text()
     assert table.strip() in stdout
     assert table.splitlines()[0] == (
-        "| variant | parameters | s/epoch | learned (>= 95%) at epoch | d=5 | d=20 |"
+        "| variant | parameters | s/epoch | learned (>= 95%) in seeds | d=5 | d=20 |"
     )
     assert stdout.count("held-out accuracy: d=5: ") == 2 * len(ALL)
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ALL
@@ -51,18 +59,21 @@ def test_quick_results_json_matches_the_models(quick_run):
     results = json.loads((out / "results.json").read_text())["results"]
     units = compare.PRESETS["quick"]["units"]
     for row in results:
-        model = compare.build_model(row["variant"], units)
+        model = compare.build_model(row["variant"], units, len(VOCABULARY))
         assert row["parameters"] == model.count_params()
         assert set(row["accuracy"]) == {"5", "20"}
+        assert row["seeds"] == len(row["runs"]) == 1 and row["runs"][0]["seed"] == 0
+        assert row["min"] == row["accuracy"] == row["max"] == row["runs"][0]["accuracy"]
         # Accuracies are fractions of TEST_SIZE sentences.
         for accuracy in row["accuracy"].values():
             assert 0 <= accuracy <= 1 and (accuracy * compare.TEST_SIZE) % 1 < 1e-6
         assert row["seconds_per_epoch"] > 0
-        assert row["learned_at_epoch"] in (None, 1, 2)
+        assert row["runs"][0]["learned_at_epoch"] in (None, 1, 2)
+        assert row["learned"] == (row["runs"][0]["learned_at_epoch"] is not None)
 
 
-def test_learned_at_is_the_first_epoch_good_at_every_distance(tmp_path):
-    callback = compare.HeldOutAccuracy(str(tmp_path), [5, 50], seed=0)
+def test_learned_at_is_the_first_epoch_good_at_every_distance():
+    callback = compare.HeldOutAccuracy(AGREEMENT, [5, 50], seed=0)
     callback.history = [{5: 0.99, 50: 0.6}, {5: 0.96, 50: 0.95}, {5: 1.0, 50: 1.0}]
     assert callback.learned_at() == 2
     callback.history = [{5: 1.0, 50: 0.949}]
@@ -113,7 +124,7 @@ def test_quick_exports_models_that_load_and_agree_with_the_table(quick_run):
     results = {
         row["variant"]: row for row in json.loads((out / "results.json").read_text())["results"]
     }
-    x, y = compare.held_out(5, seed=0)  # the sentences compare scored
+    x, y = compare.held_out(AGREEMENT, 5, seed=0)  # the sentences compare scored
     for name in ALL:
         path = out / "saved_models" / name
         assert (path / "saved_model.pb").exists()
@@ -129,7 +140,7 @@ def test_quick_exports_models_that_load_and_agree_with_the_table(quick_run):
         assert abs(accuracy - expected) <= borderline / len(x) + 1e-9
 
 
-def test_python_dash_m_runs_compare(tmp_path):
+def test_python_dash_m_runs_compare_over_seeds_logging_the_first(tmp_path):
     out = tmp_path / "out"
     result = run_command(
         [
@@ -144,32 +155,90 @@ def test_python_dash_m_runs_compare(tmp_path):
             "6",
             "--epochs",
             "1",
+            "--seeds",
+            "2",
+            "--seed",
+            "3",
+            "--learning-rate",
+            "0.02",
             "--out",
             str(out),
         ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "[1/2] cifg, seed 3" in result.stdout and "[2/2] cifg, seed 4" in result.stdout
     assert "| cifg |" in result.stdout
+    document = json.loads((out / "results.json").read_text())
+    assert document["settings"]["learning_rate"] == 0.02
+    (row,) = document["results"]
+    assert [run["seed"] for run in row["runs"]] == [3, 4] and row["seeds"] == 2
+    accuracies = [run["accuracy"]["6"] for run in row["runs"]]
+    assert row["accuracy"]["6"] == pytest.approx(np.median(accuracies))
+    assert (row["min"]["6"], row["max"]["6"]) == (min(accuracies), max(accuracies))
+    # TensorBoard logs and the export of the first seed only: one held-out event, at epoch 0.
+    assert [
+        e.step
+        for e in _tags(out / "tensorboard" / "cifg" / "held_out").Tensors("held_out/accuracy_d6")
+    ] == [0]
     assert (out / "saved_models" / "cifg" / "saved_model.pb").exists()
+    assert sorted(os.listdir(out / "saved_models")) == ["cifg"]
+
+
+def test_summarize_takes_median_min_max_and_counts_learned_seeds():
+    rng = np.random.default_rng(0)
+    distances = [5, 50]
+    runs = []
+    for seed in range(5):
+        accuracy = dict(zip(distances, rng.uniform(0.9, 1.0, size=2).tolist()))
+        learned = 1 if min(accuracy.values()) >= compare.LEARNED else None
+        runs.append(
+            {
+                "seed": seed,
+                "parameters": 7,
+                "seconds_per_epoch": seed + 1.0,
+                "learned_at_epoch": learned,
+                "accuracy": accuracy,
+            }
+        )
+    row = compare.summarize("lstm", runs, distances)
+    for d in distances:
+        values = sorted(run["accuracy"][d] for run in runs)
+        assert (row["min"][d], row["accuracy"][d], row["max"][d]) == (
+            values[0],
+            values[2],
+            values[4],
+        )
+    assert row["learned"] == sum(min(run["accuracy"].values()) >= 0.95 for run in runs)
+    assert 0 < row["learned"] < 5  # this draw has both kinds of seed
+    assert (row["seconds_per_epoch"], row["seeds"], row["parameters"]) == (3.0, 5, 7)
+
+
+def test_build_model_uses_the_learning_rate():
+    model = compare.build_model("gru", 4, len(VOCABULARY), learning_rate=0.02)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
+    assert model.input_shape == (None, None, len(VOCABULARY))
 
 
 # --------------------------------------------------------------------------- bad input
-def test_unknown_variant_exits_2_without_traceback_in_a_subprocess(tmp_path):
+@pytest.mark.parametrize(
+    "option, value", [("--variants", "lstm,transformer"), ("--task", "parity")]
+)
+def test_unknown_variant_or_task_exits_2_without_traceback_in_a_subprocess(option, value, tmp_path):
     result = run_command(
         [
             sys.executable,
             "-m",
             "keras_lstm_variants",
             "compare",
-            "--variants",
-            "lstm,transformer",
+            option,
+            value,
             "--out",
             str(tmp_path / "out"),
         ]
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "--variants" in result.stderr and "'transformer'" in result.stderr
+    assert option in result.stderr and repr(value.split(",")[-1]) in result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -184,6 +253,10 @@ def test_unknown_variant_exits_2_without_traceback_in_a_subprocess(tmp_path):
         (["--distances", str(compare.MAX_DISTANCE + 1)], "--distances"),
         (["--epochs", "0"], "--epochs"),
         (["--units", "-1"], "--units"),
+        (["--seeds", "0"], "--seeds"),
+        (["--task", "Agreement "], "--task: unknown task 'Agreement '; choose from agreement"),
+        (["--learning-rate", "0"], "--learning-rate"),
+        (["--learning-rate", "nan"], "--learning-rate"),
     ],
 )
 def test_bad_arguments_exit_2_before_training(arguments, message, tmp_path, capsys, monkeypatch):
