@@ -412,9 +412,10 @@ def plot(rows, distances, path, title):
 
     figure, (final, learning) = plt.subplots(1, 2, figsize=(12, 4.5))
     longest = max(distances)
+    handles = []
     for row in rows:
-        lines = final.plot(distances, [row["accuracy"][d] for d in distances], marker="o")
-        colour = lines[0].get_color()
+        handles += final.plot(distances, [row["accuracy"][d] for d in distances], marker="o")
+        colour = handles[-1].get_color()
         low, high = ([row[key][d] for d in distances] for key in ("min", "max"))
         final.fill_between(distances, low, high, color=colour, alpha=0.15, linewidth=0)
         curves = np.array([[a[longest] for a in run["history"]] for run in row["runs"]])
@@ -424,7 +425,7 @@ def plot(rows, distances, path, title):
             epochs, curves.min(0), curves.max(0), color=colour, alpha=0.15, linewidth=0
         )
     for axes in (final, learning):
-        axes.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+        chance = axes.axhline(0.5, color="grey", linestyle="--", linewidth=1)
         axes.set_ylim(0, 1.05)
         axes.set_ylabel("held-out accuracy")
     final.set_xscale("log")
@@ -437,7 +438,7 @@ def plot(rows, distances, path, title):
     learning.set_title(f"While training, at distance {longest}")
     seeds = rows[0]["seeds"]
     labels = [f"{row['variant']} (learned in {row['learned']}/{seeds})" for row in rows]
-    figure.legend(labels + ["chance"], loc="center right")
+    figure.legend([*handles, chance], [*labels, "chance"], loc="center right")
     figure.suptitle(f"{title}: median of {seeds} seed{'s' * (seeds > 1)}, band: min to max")
     figure.tight_layout(rect=(0, 0, 0.82, 1))
     figure.savefig(path, dpi=100)
