@@ -55,6 +55,11 @@ class LSTMCell(RecurrentCell):
         self.peephole_constraint = constraints.get(peephole_constraint)
 
     def _check_peepholes(self, peepholes):
+        if peepholes and not self.peephole_options:
+            raise ValueError(
+                f"{type(self).__name__} has no peepholes; received peepholes={peepholes!r}. "
+                "Use PeepholeLSTMCell (or CIFGLSTMCell) for gates that see the cell state."
+            )
         if isinstance(peepholes, str) or not isinstance(peepholes, (list, tuple)):
             raise ValueError(
                 f"Argument `peepholes` must be a list or tuple of gate names from "
