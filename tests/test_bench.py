@@ -2,7 +2,7 @@
 
 No test here asserts a time: a benchmark is not a timed test. That the sequence layers' loop
 computes what ``keras.layers.RNN(cell)`` computes, forward and gradients, is proven in
-tests/test_layers.py (``test_fast_path_equals_rnn_of_cell``).
+tests/test_layers.py (``test_layer_loop_equals_rnn_of_cell``).
 """
 
 import json
