@@ -3,7 +3,7 @@
 A variant declares its fused gate ``blocks`` (the column blocks of ``kernel``, in order) and
 implements one public method, :meth:`RecurrentCell.transition`, which turns the input
 projection ``W x + b`` and the previous state into the named gates and the new state. ``call``,
-the sequence layers' fast path, gate tracing and export all go through that one method, so the
+the sequence layers, gate tracing and streaming export all go through that one method, so the
 equations live in exactly one place.
 """
 
@@ -144,23 +144,11 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         return features
 
     def project(self, inputs, training=False):
-        """The input projection ``W x + b``, input dropout applied.
-
-        ``inputs`` is one step ``(batch, features)`` or a whole sequence
-        ``(batch, time, features)`` (all steps in one GEMM; the sequence layers project step
-        by step, which measured faster on CPU: see ``VariantRNN.inner_loop``).
-        """
-        features = self.check_features(inputs.shape)
+        """The input projection ``W x + b`` of one step ``(batch, features)``, input dropout applied."""
+        self.check_features(inputs.shape)
         if training and self.dropout > 0:
-            step = inputs if len(inputs.shape) == 2 else inputs[:, 0, :]
-            mask = self.get_dropout_mask(step)
-            inputs = inputs * (mask if len(inputs.shape) == 2 else ops.expand_dims(mask, 1))
-        if len(inputs.shape) == 3:
-            batch, time = ops.shape(inputs)[0], ops.shape(inputs)[1]
-            z = ops.matmul(ops.reshape(inputs, (-1, features)), self.kernel)
-            z = ops.reshape(z, (batch, time, -1))
-        else:
-            z = ops.matmul(inputs, self.kernel)
+            inputs = inputs * self.get_dropout_mask(inputs)
+        z = ops.matmul(inputs, self.kernel)
         if self.input_bias is not None:
             z = z + self.input_bias
         return z
