@@ -1,7 +1,5 @@
 """The LSTM with coupled input and forget gates (CIFG)."""
 
-from keras import ops
-
 from .base import register
 from .lstm import PeepholeLSTMCell
 
@@ -43,8 +41,7 @@ class CIFGLSTMCell(PeepholeLSTMCell):
 
     def transition(self, z_x, states, training=False):
         h_prev, c_prev = states
-        z = z_x + ops.matmul(self.recurrent_input(h_prev, training), self.recurrent_kernel)
-        z_f, z_g, z_o = ops.split(z, 3, axis=-1)
+        z_f, z_g, z_o = self.preactivations(z_x, h_prev, training)
         f = self.recurrent_activation(self.peek(z_f, "forget", c_prev))
         i = 1 - f
         g = self.activation(z_g)

@@ -104,10 +104,14 @@ class LSTMCell(RecurrentCell):
             return z
         return z + self.peephole_weights[gate] * c
 
+    def preactivations(self, z_x, h_prev, training=False):
+        """``W x + U h_prev + b`` split into the gate ``blocks``: one GEMM for all gates."""
+        z = z_x + ops.matmul(self.recurrent_input(h_prev, training), self.recurrent_kernel)
+        return ops.split(z, len(self.blocks), axis=-1)
+
     def transition(self, z_x, states, training=False):
         h_prev, c_prev = states
-        z = z_x + ops.matmul(self.recurrent_input(h_prev, training), self.recurrent_kernel)
-        z_i, z_f, z_g, z_o = ops.split(z, 4, axis=-1)
+        z_i, z_f, z_g, z_o = self.preactivations(z_x, h_prev, training)
         i = self.recurrent_activation(self.peek(z_i, "input", c_prev))
         f = self.recurrent_activation(self.peek(z_f, "forget", c_prev))
         g = self.activation(z_g)
