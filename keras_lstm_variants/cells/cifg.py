@@ -45,7 +45,7 @@ class CIFGLSTMCell(PeepholeLSTMCell):
         f = self.recurrent_activation(self.peek(z_f, "forget", c_prev))
         i = 1 - f
         g = self.activation(z_g)
-        c = f * c_prev + i * g
+        c = self.cell_update(f * c_prev + i * g, c_prev, training)
         o = self.recurrent_activation(self.peek(z_o, "output", c))
-        h = o * self.activation(c)
+        h = self.hidden(o, c, h_prev, training)
         return {"input": i, "forget": f, "candidate": g, "output": o}, [h, c]

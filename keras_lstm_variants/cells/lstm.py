@@ -109,15 +109,28 @@ class LSTMCell(RecurrentCell):
         z = z_x + ops.matmul(self.recurrent_input(h_prev, training), self.recurrent_kernel)
         return ops.split(z, len(self.blocks), axis=-1)
 
+    def cell_update(self, c, c_prev, training=False):
+        """The carried cell state from the new ``c``: clipped (``cell_clip``), then zoneout
+        against ``c_prev``. With both options off, ``c`` itself (no op)."""
+        return c
+
+    def hidden(self, o, c, h_prev, training=False, squash=True):
+        """The output ``h = o * activation(c)`` (``o * c`` when ``squash=False``), then the
+        projection (``proj_units``), ``proj_clip`` and zoneout against ``h_prev``; with the
+        options off, exactly ``o * activation(c)``."""
+        if squash:
+            return o * self.activation(c)
+        return o * c
+
     def transition(self, z_x, states, training=False):
         h_prev, c_prev = states
         z_i, z_f, z_g, z_o = self.preactivations(z_x, h_prev, training)
         i = self.recurrent_activation(self.peek(z_i, "input", c_prev))
         f = self.recurrent_activation(self.peek(z_f, "forget", c_prev))
         g = self.activation(z_g)
-        c = f * c_prev + i * g
+        c = self.cell_update(f * c_prev + i * g, c_prev, training)
         o = self.recurrent_activation(self.peek(z_o, "output", c))
-        h = o * self.activation(c)
+        h = self.hidden(o, c, h_prev, training)
         return {"input": i, "forget": f, "candidate": g, "output": o}, [h, c]
 
     def get_config(self):
