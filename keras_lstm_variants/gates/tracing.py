@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .cells.base import RecurrentCell
+from ..cells.base import RecurrentCell
 
 #: Keys of a trace that hold states rather than gates: the cell state and the output.
 STATE_KEYS = ("c", "h")
