@@ -7,9 +7,15 @@ Cells (for ``keras.layers.RNN``, ``Bidirectional``, ``StackedRNNCells``): :class
 """
 
 from .cells import CIFGLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell, RecurrentCell
+from .cells import GREFF_VARIANTS, GreffLSTMCell
+from .cells import MLSTMCell, SLSTMCell
+from .cells import MinGRUCell, MinLSTMCell
 from .export import export_saved_model, export_tflite
 from .gates import GateStatistics, trace_gates
 from .layers import CIFGLSTM, GRU, LSTM, PeepholeLSTM, VariantRNN
+from .layers import GreffLSTM
+from .layers import MLSTM, SLSTM
+from .layers import MinGRU, MinLSTM
 
 __version__ = "0.1.0"
 
@@ -19,6 +25,11 @@ VARIANTS = {
     "peephole": (PeepholeLSTMCell, PeepholeLSTM),
     "cifg": (CIFGLSTMCell, CIFGLSTM),
     "gru": (GRUCell, GRU),
+    "greff": (GreffLSTMCell, GreffLSTM),  # variant="V" by default; see GREFF_VARIANTS
+    "slstm": (SLSTMCell, SLSTM),  # xLSTM (Beck et al. 2024)
+    "mlstm": (MLSTMCell, MLSTM),  # xLSTM; trains in the parallel form
+    "mingru": (MinGRUCell, MinGRU),  # Feng et al. 2024; trains with a parallel scan
+    "minlstm": (MinLSTMCell, MinLSTM),  # Feng et al. 2024; trains with a parallel scan
 }
 
 __all__ = [
@@ -26,12 +37,23 @@ __all__ = [
     "CIFGLSTMCell",
     "GRU",
     "GRUCell",
+    "GREFF_VARIANTS",
+    "GreffLSTM",
+    "GreffLSTMCell",
     "GateStatistics",
     "LSTM",
     "LSTMCell",
+    "MLSTM",
+    "MLSTMCell",
+    "MinGRU",
+    "MinGRUCell",
+    "MinLSTM",
+    "MinLSTMCell",
     "PeepholeLSTM",
     "PeepholeLSTMCell",
     "RecurrentCell",
+    "SLSTM",
+    "SLSTMCell",
     "VARIANTS",
     "VariantRNN",
     "export_saved_model",

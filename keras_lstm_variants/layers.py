@@ -11,11 +11,13 @@ loop directly (:meth:`VariantRNN.inner_loop`). Each step goes through the cell's
 import inspect
 import re
 
-from keras import layers
+from keras import backend, layers, ops
 
 from ._compat import rnn
-from .cells import CIFGLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell
+from .cells import CIFGLSTMCell, GreffLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell
+from .cells import MLSTMCell, SLSTMCell
 from .cells.base import register
+from .cells.minimal import MinGRUCell, MinLSTMCell, scan_recurrence
 
 
 def _cell_arguments(cell_class):
@@ -200,6 +202,18 @@ class CIFGLSTM(VariantRNN):
 
 
 @register
+class GreffLSTM(VariantRNN):
+    __doc__ = (
+        "One of Greff et al.'s nine LSTM configurations over a sequence (``variant``: V, NIG, "
+        "NFG, NOG, NIAF, NOAF, NP, CIFG or FGR)." + _LAYER_ARGS.format(cell="GreffLSTMCell")
+    )
+    cell_class = GreffLSTMCell
+    variant = _from_cell("variant")
+    unit_forget_bias = _from_cell("unit_forget_bias")
+    peepholes = _from_cell("peepholes")
+
+
+@register
 class GRU(VariantRNN):
     __doc__ = (
         "The GRU over a sequence; the arguments and weights of ``keras.layers.GRU``."
@@ -207,3 +221,165 @@ class GRU(VariantRNN):
     )
     cell_class = GRUCell
     reset_after = _from_cell("reset_after")
+
+
+class MinimalRNN(VariantRNN):
+    """Base of :class:`MinGRU` and :class:`MinLSTM`: the whole sequence at once.
+
+    :meth:`inner_loop` projects every step's input in one product (``cell.project``), turns
+    it into the recurrence's coefficients (``cell.scan_terms``) and runs the parallel scan
+    (:func:`~keras_lstm_variants.cells.minimal.scan_recurrence`), instead of stepping the cell;
+    tests/test_minimal.py proves it equal to stepping the cell's ``transition``. Masked steps
+    keep the state; outputs at masked steps, ``go_backwards`` (outputs in processing order),
+    ``initial_state`` and ``stateful`` follow ``keras.layers.RNN``. With an unknown number of
+    steps (e.g. a SavedModel signature with a free time axis) it steps the cell instead. Under
+    a 16-bit dtype policy the scan runs in float32.
+    """
+
+    def __init__(self, units, unroll=False, **kwargs):
+        self.cell_class.reject_unsupported(kwargs)
+        if unroll:
+            raise ValueError(
+                f"{type(self).__name__} does not take `unroll` (received unroll={unroll!r}): it "
+                "computes the sequence with a parallel scan, not a time loop."
+            )
+        super().__init__(units, **kwargs)
+
+    log_space = _from_cell("log_space")
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if sequences.shape[1] is None:
+            return super().inner_loop(sequences, initial_state, mask, training=training)
+        if self.go_backwards:
+            sequences = ops.flip(sequences, axis=1)
+            mask = None if mask is None else ops.flip(mask, axis=1)
+        cell = self.cell
+        (h_0,) = initial_state
+        z_x = cell.project(sequences, training)
+        if cell.compute_dtype in ("float16", "bfloat16"):
+            z_x, h_0 = ops.cast(z_x, "float32"), ops.cast(h_0, "float32")
+        a, b = cell.scan_terms(z_x)
+        h = scan_recurrence(a, b, h_0, log_space=cell.log_space, mask=mask)
+        outputs = h
+        if mask is not None:  # keras.layers.RNN: zeros, or the last unmasked output (or 0)
+            shown = ops.cast(mask, "bool")
+            if not self.zero_output_for_mask:
+                shown = ops.cumsum(ops.cast(mask, "int32"), axis=1) > 0
+            outputs = ops.where(ops.expand_dims(shown, -1), h, ops.zeros_like(h))
+        last_output = outputs[:, -1]
+        if not self.return_sequences:
+            outputs = ops.expand_dims(last_output, 1)
+        return last_output, outputs, [h[:, -1]]
+
+
+@register
+class MinGRU(MinimalRNN):
+    __doc__ = (
+        "minGRU (Feng et al. 2024) over a sequence, computed with a parallel scan (see "
+        ":class:`MinimalRNN`); ``unroll`` is not taken." + _LAYER_ARGS.format(cell="MinGRUCell")
+    )
+    cell_class = MinGRUCell
+
+
+@register
+class MinLSTM(MinimalRNN):
+    __doc__ = (
+        "minLSTM (Feng et al. 2024) over a sequence, computed with a parallel scan (see "
+        ":class:`MinimalRNN`); ``unroll`` is not taken." + _LAYER_ARGS.format(cell="MinLSTMCell")
+    )
+    cell_class = MinLSTMCell
+
+
+@register
+class SLSTM(VariantRNN):
+    __doc__ = (
+        "xLSTM's sLSTM over a sequence (Beck et al. 2024): exponential input gate, normalizer "
+        "and stabilizer, memory mixing within ``num_heads`` heads."
+        + _LAYER_ARGS.format(cell="SLSTMCell")
+    )
+    cell_class = SLSTMCell
+    num_heads = _from_cell("num_heads")
+    forget_activation = _from_cell("forget_activation")
+
+
+@register
+class MLSTM(VariantRNN):
+    """xLSTM's mLSTM over a sequence (Beck et al. 2024), in the paper's parallel form.
+
+    The :class:`MLSTMCell` step is the definition; with ``parallel=True`` (the default) the
+    layer computes all steps at once with :meth:`MLSTMCell.parallel` (one GEMM for the
+    projections, then ``(time, time)`` products per head: memory grows with ``time**2``),
+    proven equal to stepping the cell (outputs, final state, gradients, masks, initial
+    states; tests/test_xlstm.py). ``parallel=False`` steps the cell like the other layers.
+
+    Args:
+        units: output size (``num_heads * d``).
+        parallel: all steps at once (``True``) or one step at a time (``False``).
+        return_sequences, return_state, go_backwards, stateful: as ``keras.layers.LSTM``.
+        unroll: only with ``parallel=False`` (the parallel form has no loop to unroll).
+        **kwargs: the cell's arguments (see :class:`MLSTMCell`) and ``keras.layers.Layer``'s.
+    """
+
+    cell_class = MLSTMCell
+    num_heads = _from_cell("num_heads")
+    forget_activation = _from_cell("forget_activation")
+
+    def __init__(self, units, parallel=True, **kwargs):
+        if not isinstance(parallel, bool):
+            raise ValueError(f"Argument `parallel` must be True or False; received {parallel!r}.")
+        if parallel and kwargs.get("unroll"):
+            raise ValueError(
+                "Argument `unroll=True` needs parallel=False: the parallel form has no loop."
+            )
+        super().__init__(units, **kwargs)
+        self.parallel = parallel
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        """The parallel form, returning what Keras's time loop returns for the same input:
+        ``(last_output, outputs, new_states)``, outputs in processing order."""
+        if not self.parallel:
+            return super().inner_loop(sequences, initial_state, mask, training)
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if self.go_backwards:
+            sequences = ops.flip(sequences, axis=1)
+            mask = None if mask is None else ops.flip(mask, axis=1)
+        if mask is not None:
+            mask = ops.cast(mask, "bool")
+        initial_state = list(initial_state)
+        z = self.cell.project_sequence(sequences, training)
+        h, memory = self.cell.parallel(z, initial_state, mask)
+        if mask is None:
+            outputs, h_last = h, h[:, -1]
+        else:
+            outputs, h_last = _masked_outputs(h, initial_state[0], mask, self.zero_output_for_mask)
+        return outputs[:, -1], outputs, [h_last, *memory]
+
+    def get_config(self):
+        return {**super().get_config(), "parallel": self.parallel}
+
+
+def _masked_outputs(h, h_0, mask, zero_output_for_mask):
+    """Outputs and the final ``h`` state under ``mask``, by the rule of Keras's time loop.
+
+    A masked step carries the state over, so the ``h`` state after step ``t`` is ``h`` of the
+    latest unmasked step ``s <= t`` (``h_0`` if none). The output there is zero with
+    ``zero_output_for_mask``; otherwise the previous output: that latest ``h``, or before any
+    unmasked step ``h_0`` on JAX (whose loop emits the carried state) and zeros on the other
+    backends (whose loops start from a zero output).
+    """
+    steps = ops.arange(ops.shape(h)[1])
+    count = ops.cumsum(ops.cast(mask, "int32"), axis=1)  # unmasked steps so far
+    causal = ops.expand_dims(steps, 0) <= ops.expand_dims(steps, 1)  # (t, s): s <= t
+    same_count = ops.expand_dims(count, 1) == ops.expand_dims(count, 2)
+    latest = ops.expand_dims(mask, 1) & same_count & causal[None]  # s: latest unmasked <= t
+    h = ops.where(ops.expand_dims(mask, -1), h, ops.zeros_like(h))
+    carried = ops.einsum("bts,bsu->btu", ops.cast(latest, h.dtype), h)
+    started = ops.expand_dims(count > 0, -1)
+    h_last = ops.where(started[:, -1], carried[:, -1], h_0)
+    if zero_output_for_mask:
+        return h, h_last
+    before = h_0 if backend.backend() == "jax" else ops.zeros_like(h_0)
+    return ops.where(started, carried, ops.expand_dims(before, 1)), h_last

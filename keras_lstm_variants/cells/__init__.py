@@ -2,7 +2,22 @@
 
 from .base import RecurrentCell
 from .cifg import CIFGLSTMCell
+from .greff import GREFF_VARIANTS, GreffLSTMCell
 from .gru import GRUCell
 from .lstm import LSTMCell, PeepholeLSTMCell
+from .minimal import MinGRUCell, MinLSTMCell
+from .xlstm import MLSTMCell, SLSTMCell
 
-__all__ = ["RecurrentCell", "LSTMCell", "PeepholeLSTMCell", "CIFGLSTMCell", "GRUCell"]
+__all__ = [
+    "RecurrentCell",
+    "LSTMCell",
+    "PeepholeLSTMCell",
+    "CIFGLSTMCell",
+    "GreffLSTMCell",
+    "GREFF_VARIANTS",
+    "GRUCell",
+    "SLSTMCell",
+    "MLSTMCell",
+    "MinGRUCell",
+    "MinLSTMCell",
+]
