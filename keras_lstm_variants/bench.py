@@ -10,10 +10,16 @@ them all alike, and the minimum over the repeats is reported. The first call of 
 ``first call - steady step`` is the compile time. The JSON also holds the minimum CPU time of
 each call (summed over threads): CPU / wall tells how many cores a model kept busy.
 
-Throughput counts the GEMMs only. With ``G`` fused gate blocks (4 for LSTM and peephole, 3 for
-CIFG and GRU), one forward pass over ``B x T`` steps costs ``2 B T (F + U) G U`` flops (the
-input projection plus the recurrent product); a training step costs three times that (the
-backward pass does two GEMMs per forward GEMM). Achieved GFLOP/s is compared with a float32
+Variants are spec strings (:mod:`keras_lstm_variants.specs`): ``lstm``, ``greff:NIG``,
+``lstm+layer_norm``, ``lstm+proj_units=64``; the stock layer of the family is the baseline.
+
+Throughput counts the GEMMs only, read off the built cell rather than assumed: one step costs
+``2 B (rows x columns)`` flops for every matrix weight of the cell (``kernel``,
+``recurrent_kernel``, a projection, ...), or what the cell's own ``flops_per_step(batch)``
+says where it has one (a cell whose step does more than products with its weights, e.g. a
+matrix memory). For an LSTM with ``G`` fused gate blocks that is ``2 B T (F + U) G U`` per
+forward pass; a training step costs three times the forward pass (the backward pass does two
+GEMMs per forward GEMM). Achieved GFLOP/s is compared with a float32
 GEMM peak measured here: the faster of NumPy and TensorFlow on an ``n x n x n`` product.
 
 Memory: each measurement runs in a fresh subprocess (``python -m keras_lstm_variants.bench
@@ -36,8 +42,15 @@ import numpy as np
 
 from .cli import UsageError
 
-#: The stock Keras layer each variant is compared with.
-STOCK = {"lstm": "LSTM", "peephole": "LSTM", "cifg": "LSTM", "gru": "GRU"}
+#: The stock Keras layer a variant family is compared with (``LSTM`` where not listed).
+STOCK = {"gru": "GRU", "mingru": "GRU"}
+
+
+def stock_of(spec):
+    """``keras.LSTM`` or ``keras.GRU``: the stock layer that ``spec``'s family is compared with."""
+    from .specs import parse_spec
+
+    return "keras." + STOCK.get(parse_spec(spec)[0], "LSTM")
 
 
 @dataclass(frozen=True)
@@ -92,7 +105,8 @@ def configure(parser):
         "--variants",
         default="lstm,peephole,cifg,gru",
         metavar="LIST",
-        help="comma-separated variants (default: all)",
+        help="comma-separated variant specs name[:variant][+option[=value]], e.g. "
+        "'lstm,greff:NIG,lstm+layer_norm,lstm+proj_units=64' (default: lstm,peephole,cifg,gru)",
     )
     parser.add_argument("--no-jit", action="store_true", help="skip the jit_compile=True models")
     parser.add_argument(
@@ -139,8 +153,6 @@ def configure(parser):
 
 def parse(args):
     """Validate ``args``; return (shapes, variants, memory lengths, sections)."""
-    from . import VARIANTS
-
     for name in ("batch", "time", "features", "units", "repeats", "gemm_size", "inference_units"):
         value = getattr(args, name)
         if value is not None and value <= 0:
@@ -149,15 +161,8 @@ def parse(args):
             )
     if args.inference_steps < 0:
         raise UsageError(f"--inference-steps must be >= 0; received {args.inference_steps}")
-    variants = [name.strip() for name in args.variants.split(",") if name.strip()]
-    unknown = [name for name in variants if name not in VARIANTS]
-    if unknown or not variants:
-        raise UsageError(
-            f"--variants takes names from {', '.join(VARIANTS)}; received {args.variants!r}"
-        )
-    directory = os.path.dirname(os.path.abspath(args.json))
-    if not os.path.isdir(directory):
-        raise UsageError(f"--json: directory {directory} does not exist")
+    variants = parse_variants(args.variants)
+    check_output_path("--json", args.json)
     custom = {name: getattr(args, name) for name in ("batch", "time", "features", "units")}
     if any(value is not None for value in custom.values()):
         shapes = [Shape(**{k: v or getattr(DEFAULT_SHAPE, k) for k, v in custom.items()})]
@@ -167,6 +172,37 @@ def parse(args):
     if not sections or not sections <= {"speed", "memory"}:
         raise UsageError(f"--sections takes speed and/or memory; received {args.sections!r}")
     return shapes, variants, positive_ints("memory-steps", args.memory_steps), sections
+
+
+def parse_variants(text):
+    """The spec strings of ``--variants``, each built once (tiny) so that a bad name or option
+    fails here, before any measurement; raise naming the argument."""
+    from .specs import build_layer
+
+    specs = [spec.strip() for spec in text.split(",") if spec.strip()]
+    if not specs:
+        raise UsageError(f"--variants takes comma-separated variant specs; received {text!r}")
+    for spec in specs:
+        try:
+            build_layer(spec, 2)
+        except (ValueError, TypeError) as error:
+            raise UsageError(f"--variants: {spec!r}: {error}") from None
+    if len(set(specs)) != len(specs):
+        raise UsageError(f"--variants names a spec twice; received {text!r}")
+    return specs
+
+
+def check_output_path(option, path):
+    """Raise naming ``option`` unless ``path`` can be written as a new or replaced file."""
+    if not path:
+        raise UsageError(f"{option} needs a file path; received {path!r}")
+    if os.path.isdir(path):
+        raise UsageError(f"{option}: {path} is a directory; give a file path")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"{option}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option}: {path} is not writable")
 
 
 def progress(message):
@@ -203,16 +239,16 @@ def timed_cpu(function, *args):
 
 # ------------------------------------------------------------------------------- models
 def build_model(kind, shape, jit_compile, seed=0):
-    """A compiled one-layer model: ``kind`` is a variant name or ``keras.LSTM``/``keras.GRU``."""
+    """A compiled one-layer model: ``kind`` is a variant spec or ``keras.LSTM``/``keras.GRU``."""
     import keras
 
-    from . import VARIANTS
+    from .specs import build_layer
 
     keras.utils.set_random_seed(seed)
     if kind.startswith("keras."):
         layer = getattr(keras.layers, kind.split(".")[1])(shape.units)
     else:
-        layer = VARIANTS[kind][1](shape.units)
+        layer = build_layer(kind, shape.units)
     model = keras.Sequential(
         [keras.Input((shape.time, shape.features), batch_size=shape.batch), layer]
     )
@@ -220,9 +256,21 @@ def build_model(kind, shape, jit_compile, seed=0):
     return model
 
 
-def gate_blocks(model):
+def step_flops(model, batch):
+    """GEMM flops of one forward step of ``model``'s recurrent layer at ``batch``: the cell's
+    ``flops_per_step(batch)`` where it defines one, else ``2 B`` x the size of every matrix
+    weight of the cell (each is one product per step)."""
     cell = model.layers[-1].cell
-    return len(getattr(cell, "blocks", ())) or cell.kernel.shape[1] // cell.units
+    if hasattr(cell, "flops_per_step"):
+        return int(cell.flops_per_step(batch))
+    sizes = [int(np.prod(w.shape)) for w in cell.trainable_weights if len(w.shape) == 2]
+    return 2 * batch * sum(sizes)
+
+
+def target(model, shape):
+    """Random regression targets shaped like ``model``'s output (``units`` or ``proj_units``)."""
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((shape.batch, *model.output_shape[1:]), dtype=np.float32)
 
 
 def bench_shape(shape, variants, jit_modes, repeats, peak):
@@ -230,31 +278,31 @@ def bench_shape(shape, variants, jit_modes, repeats, peak):
     kinds = with_stock(variants)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((shape.batch, shape.time, shape.features), dtype=np.float32)
-    y = rng.standard_normal((shape.batch, shape.units), dtype=np.float32)
     entries = []
     for kind in kinds:
         for jit in jit_modes:
             progress(f"{shape}: {kind} jit_compile={jit}: build, first calls")
             model = build_model(kind, shape, jit)
+            y = target(model, shape)
             entry = {
                 "model": kind,
                 "jit_compile": jit,
                 "shape": asdict(shape),
-                "blocks": gate_blocks(model),
+                "forward_flops": shape.time * step_flops(model, shape.batch),
                 "train": [],
                 "predict": [],
             }
             entry["first_train_s"] = timed(model.train_on_batch, x, y)
             entry["first_predict_s"] = timed(model.predict_on_batch, x)
-            entries.append((entry, model))
+            entries.append((entry, model, y))
     for repeat in range(repeats):
         progress(f"{shape}: repeat {repeat + 1}/{repeats} over {len(entries)} models")
-        for entry, model in entries:
+        for entry, model, y in entries:
             entry["train"].append(timed_cpu(model.train_on_batch, x, y))
             entry["predict"].append(timed_cpu(model.predict_on_batch, x))
     records = []
-    for entry, _ in entries:
-        flops = forward_flops(shape, entry["blocks"])
+    for entry, _, _ in entries:
+        flops = entry["forward_flops"]
         (train, train_cpu), (predict, predict_cpu) = (
             np.min(entry.pop(mode), axis=0) for mode in ("train", "predict")
         )
@@ -282,7 +330,7 @@ def compare(records):
     for (shape, model, jit), ours in by_key.items():
         if model.startswith("keras."):
             continue
-        stock = by_key[(shape, f"keras.{STOCK[model]}", jit)]
+        stock = by_key[(shape, stock_of(model), jit)]
         no_jit = by_key.get((shape, model, False))
         rows.append(
             {
@@ -320,7 +368,7 @@ def measure_memory(spec):
     model = build_model(spec["model"], shape, jit_compile=False)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((shape.batch, shape.time, shape.features), dtype=np.float32)
-    y = rng.standard_normal((shape.batch, shape.units), dtype=np.float32)
+    y = target(model, shape)
     peak_reset = reset_peak_rss()
     before = current_rss()
     start = time.perf_counter()
@@ -369,7 +417,7 @@ def memory_in_subprocess(spec):
 
 def with_stock(variants):
     """``variants`` followed by the stock layers they are compared with."""
-    return list(variants) + sorted({f"keras.{STOCK[name]}" for name in variants})
+    return list(variants) + sorted({stock_of(spec) for spec in variants})
 
 
 def bench_memory(variants, lengths, inference_steps, inference_units):
@@ -394,11 +442,16 @@ def bench_memory(variants, lengths, inference_steps, inference_units):
 
 # -------------------------------------------------------------------------------- output
 def render(table, widths, left):
-    """Lines of a text table: the first ``left`` columns left-aligned, the rest right-aligned."""
+    """Lines of a text table: the first ``left`` columns left-aligned, the rest right-aligned;
+    a column is widened to its longest value (long variant specs) in the full rows."""
+    widths = [
+        max([width] + [len(str(row[column])) for row in table if len(row) == len(widths)])
+        for column, width in enumerate(widths)
+    ]
     return [
         " ".join(
             f"{value:<{width}}" if column < left else f"{value:>{width}}"
-            for column, (value, width) in enumerate(zip(values, widths))
+            for column, (value, width) in enumerate(zip(values, widths, strict=False))
         ).rstrip()
         for values in table
     ]
@@ -411,18 +464,24 @@ def number(value, spec):
 def format_table(rows, peak):
     """One line per (shape, variant, jit_compile): ours, stock, their ratio; throughput."""
     table = [
-        ("shape BxTxFxU", "variant", "jit", "train ms", "stock", "ratio", "infer ms", "stock")
-        + ("ratio", "GFLOP/s", "%peak", "jit/no", "compile s")
+        (
+            *("shape BxTxFxU", "variant", "jit", "train ms", "stock", "ratio"),
+            *("infer ms", "stock", "ratio", "GFLOP/s", "%peak", "jit/no", "compile s"),
+        )
     ]
     for row in rows:
         table.append(
-            (row["shape"], row["variant"], "yes" if row["jit_compile"] else "no")
-            + tuple(number(row[key], ".1f") for key in ("train_ms", "stock_train_ms"))
-            + (number(row["train_ratio"], ".2f"),)
-            + tuple(number(row[key], ".1f") for key in ("predict_ms", "stock_predict_ms"))
-            + (number(row["predict_ratio"], ".2f"), number(row["train_gflops"], ".1f"))
-            + (number(100 * row["train_peak_fraction"], ".1f"),)
-            + (number(row["jit_vs_no_jit_train"], ".2f"), number(row["compile_s"], ".1f"))
+            (
+                *(row["shape"], row["variant"], "yes" if row["jit_compile"] else "no"),
+                *(number(row[key], ".1f") for key in ("train_ms", "stock_train_ms")),
+                number(row["train_ratio"], ".2f"),
+                *(number(row[key], ".1f") for key in ("predict_ms", "stock_predict_ms")),
+                number(row["predict_ratio"], ".2f"),
+                number(row["train_gflops"], ".1f"),
+                number(100 * row["train_peak_fraction"], ".1f"),
+                number(row["jit_vs_no_jit_train"], ".2f"),
+                number(row["compile_s"], ".1f"),
+            )
         )
     title = f"GEMM peak {peak:.0f} GFLOP/s; minimum over the repeats; ratio = ours / stock"
     widths = (17, 9, 3, 8, 8, 5, 8, 8, 5, 7, 5, 6, 9)
@@ -477,12 +536,13 @@ def run(args):
         "comparisons": rows,
         "memory": memory,
     }
-    with open(args.json, "w") as file:
-        json.dump(result, file, indent=1)
     if rows:
         print(format_table(rows, peak))
     if memory:
         print(format_memory(memory))
+    sys.stdout.flush()
+    with open(args.json, "w") as file:
+        json.dump(result, file, indent=1)
     print(f"results written to {args.json}")
     failed = [r for r in memory if "error" in r or not r["finite"]]
     return 1 if failed else 0

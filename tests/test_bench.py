@@ -47,7 +47,9 @@ def test_bench_writes_table_and_json(tmp_path, capsys):
         assert record["train_ms"] > 0 and record["predict_ms"] > 0
         assert record["train_cpu_ms"] >= 0 and record["predict_cpu_ms"] >= 0
         assert (record["compile_s"] is not None) == record["jit_compile"]
-    assert {r["model"]: r["blocks"] for r in result["records"]} == {"cifg": 3, "keras.LSTM": 4}
+    # GEMM flops read off the weights: CIFG has 3 fused blocks, the stock LSTM 4
+    flops = {r["model"]: r["forward_flops"] for r in result["records"]}
+    assert flops == {m: 2 * 3 * 5 * (4 + 6) * g * 6 for m, g in (("cifg", 3), ("keras.LSTM", 4))}
     assert result["peak_gflops"] == max(result["gemm_gflops"].values()) > 0
 
     # one comparison row per jit mode, its ratios consistent with the records
@@ -76,27 +78,64 @@ def test_bench_writes_table_and_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", sorted(klv.VARIANTS))
-def test_forward_flops_match_the_weight_shapes(name):
-    """``2 B T (F + U) G U`` equals two flops per multiply-add of each step's two GEMMs,
-    counted from the built layer's actual ``kernel`` and ``recurrent_kernel``."""
+def test_step_flops_count_every_matrix_weight(name):
+    """Two flops per multiply-add of each per-step product with a matrix weight of the built
+    cell, whatever weights it has; for the fused LSTM layout that is ``2 B (F + U) G U``."""
     shape = bench.Shape(batch=3, time=5, features=4, units=6)
     model = bench.build_model(name, shape, jit_compile=False)
     cell = model.layers[-1].cell
-    per_step = (
-        2
-        * shape.batch
-        * (
-            cell.kernel.shape[0] * cell.kernel.shape[1]
-            + cell.recurrent_kernel.shape[0] * cell.recurrent_kernel.shape[1]
-        )
-    )
-    assert bench.forward_flops(shape, bench.gate_blocks(model)) == shape.time * per_step
+    matrices = [w for w in cell.trainable_weights if len(w.shape) == 2]
+    assert matrices, "a recurrent cell without a matrix weight"
+    expected = sum(2 * shape.batch * w.shape[0] * w.shape[1] for w in matrices)
+    if hasattr(cell, "flops_per_step"):
+        expected = cell.flops_per_step(shape.batch)
+    assert bench.step_flops(model, shape.batch) == expected
+    if hasattr(cell, "kernel") and hasattr(cell, "recurrent_kernel") and len(matrices) == 2:
+        blocks = cell.kernel.shape[1] // shape.units
+        assert expected == bench.forward_flops(shape, blocks) // shape.time
+
+
+def test_spec_strings_reach_the_layer(tmp_path, capsys):
+    """``--variants`` takes spec strings: each builds the layer it names (options included)
+    and is compared with its family's stock layer; the output width follows the layer."""
+    argv = ["bench", *TINY, "--repeats", "1", "--no-jit", "--sections", "speed"]
+    path = tmp_path / "bench.json"
+    spec = "lstm+unit_forget_bias=false"
+    assert cli.main([*argv, "--gemm-size", "32", "--variants", spec, "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert [r["model"] for r in result["records"]] == [spec, "keras.LSTM"]
+    assert [row["variant"] for row in result["comparisons"]] == [spec]
+    assert any(spec in line for line in capsys.readouterr().out.splitlines())
+    model = bench.build_model(spec, bench.Shape(3, 5, 4, 6), jit_compile=False)
+    assert model.layers[-1].cell.unit_forget_bias is False
+    assert bench.stock_of("gru") == "keras.GRU" and bench.stock_of(spec) == "keras.LSTM"
+
+
+def test_table_is_printed_before_the_json_is_written(tmp_path, capsys, monkeypatch):
+    """A failure while writing the JSON loses nothing: the table is already on stdout."""
+    path = tmp_path / "bench.json"
+    argv = [*TINY, "--repeats", "1", "--no-jit", "--sections", "speed", "--gemm-size", "32"]
+    real_dump = json.dump
+
+    def failing_dump(*args, **kwargs):
+        assert "3x5x4x6" in capsys.readouterr().out  # printed before the file is written
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", failing_dump)
+    with pytest.raises(OSError, match="disk full"):
+        cli.main(["bench", *argv, "--variants", "gru", "--json", str(path)])
+    monkeypatch.setattr(json, "dump", real_dump)
 
 
 @pytest.mark.parametrize(
     "arguments, named",
     [
         (["--variants", "lstm,nope"], "--variants"),
+        (["--variants", ""], "--variants"),
+        (["--variants", "lstm+no_such_option=3"], "--variants"),
+        (["--variants", "lstm,lstm"], "--variants"),
+        (["--json", ""], "--json"),
+        (["--json", "."], "--json"),
         (["--repeats", "0"], "--repeats"),
         (["--units", "-3"], "--units"),
         (["--memory-steps", "250,x"], "--memory-steps"),
@@ -105,7 +144,9 @@ def test_forward_flops_match_the_weight_shapes(name):
         (["--json", "/no/such/directory/bench.json"], "--json"),
     ],
 )
-def test_bad_input_names_the_argument(arguments, named, capsys):
+def test_bad_input_names_the_argument(arguments, named, capsys, monkeypatch):
+    """Every argument is checked before any work: nothing is measured on bad input."""
+    monkeypatch.setattr(bench, "gemm_peak", lambda *a: pytest.fail("measured on bad input"))
     assert cli.main(["bench", *arguments]) == 2
     error = capsys.readouterr().err
     assert error.startswith("keras-lstm-variants bench: error:") and named in error
