@@ -2,6 +2,8 @@
 
 * ``DropoutRNNCell``: ``keras.layers.RNN`` prepares one dropout mask per sequence only for
   cells that inherit it, so our cells must, exactly as ``keras.layers.LSTMCell`` does.
+* ``in_symbolic_scope``: True inside ``keras.SymbolicScope``, where every backend's
+  ``compute_output_spec`` runs a layer on placeholders (gate tracing skips those passes).
 * ``rnn``: the backend's time loop (``tf.while_loop`` on TensorFlow), which the sequence
   layers drive directly with each step's ``cell.gates`` (see ``VariantRNN.inner_loop``).
 
@@ -10,7 +12,7 @@ if a Keras release moves them.
 """
 
 try:
-    from keras.src.backend import rnn
+    from keras.src.backend import in_symbolic_scope, rnn
     from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 except ImportError as error:  # pragma: no cover - exercised only on an unsupported Keras
     raise ImportError(
@@ -18,4 +20,4 @@ except ImportError as error:  # pragma: no cover - exercised only on an unsuppor
         f"backend.rnn); this Keras does not provide them: {error}"
     ) from error
 
-__all__ = ["DropoutRNNCell", "rnn"]
+__all__ = ["DropoutRNNCell", "in_symbolic_scope", "rnn"]

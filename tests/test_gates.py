@@ -42,9 +42,11 @@ def oracle_trace(step, x, states, mask=None, go_backwards=False):
     mask = np.ones(x.shape[:2], bool) if mask is None else mask
     steps = {}
     for t in reversed(range(x.shape[1])) if go_backwards else range(x.shape[1]):
-        gates, new_states = step(x[:, t], states)
-        steps[t] = {**gates, "c": new_states[-1], "h": new_states[0]}
-        states = tuple(np.where(mask[:, t, None], n, s) for n, s in zip(new_states, states))
+        gates, new_states = step(x[:, t], states)  # states (h,) or (h, c): no c for a GRU
+        named = dict(zip(("h", "c"), new_states, strict=False))
+        steps[t] = {**gates, **{key: named[key] for key in ("c", "h") if key in named}}
+        keep = mask[:, t, None]
+        states = tuple(np.where(keep, n, s) for n, s in zip(new_states, states, strict=True))
     trace = {key: np.stack([steps[t][key] for t in sorted(steps)], 1) for key in steps[0]}
     outputs = trace["h"].copy()
     for values in trace.values():
@@ -53,7 +55,7 @@ def oracle_trace(step, x, states, mask=None, go_backwards=False):
 
 
 def assert_trace_equal(actual, expected, atol=1e-5):
-    assert list(actual) == list(expected), "gate names and order, then c, h"
+    assert list(actual) == list(expected), "gate names and order, then c (if any), h"
     for key in expected:
         np.testing.assert_allclose(actual[key], expected[key], atol=atol, err_msg=key)
 
@@ -130,8 +132,7 @@ def test_stacked_cells_each_traced_in_a_nested_model_loaded_from_keras_file(tmp_
     expected_1, _ = oracle_trace(step_1, outputs_0, [zeros], mask)
     assert_trace_equal(traces["inner/stack/cell_0"], expected_0)
     assert_trace_equal(traces["inner/stack/cell_1"], expected_1)
-    gru = traces["inner/stack/cell_1"]
-    np.testing.assert_array_equal(gru["c"], gru["h"])
+    assert list(traces["inner/stack/cell_1"]) == ["update", "reset", "candidate", "h"]
 
 
 def test_stateful_layer_starts_from_its_state_and_keeps_it():
@@ -139,14 +140,14 @@ def test_stateful_layer_starts_from_its_state_and_keeps_it():
     model = keras.Sequential([keras.Input((TIME, FEATURES), batch_size=BATCH), layer])
     weights = randomize(layer)
     x, states = data("lstm")
-    for variable, value in zip(layer.states, states):
+    for variable, value in zip(layer.states, states, strict=True):
         variable.assign(value)
 
     traces = klv.trace_gates(model, x)
 
     expected, _ = oracle_trace(reference_step("lstm", weights), x, states)
     assert_trace_equal(traces[layer.name], expected)
-    for variable, value in zip(layer.states, states):
+    for variable, value in zip(layer.states, states, strict=True):
         np.testing.assert_array_equal(variable.numpy(), value)
     assert "inner_loop" not in vars(layer), "the recording hook is removed"
 
@@ -209,26 +210,132 @@ def test_bad_input_to_trace_gates_names_the_argument():
         klv.trace_gates(model, np.zeros((2, TIME, FEATURES)), mask=np.ones((2, TIME - 1)))
 
 
-# -------------------------------------------------------------------------- images (numpy)
-def test_saturation_plot_puts_each_unit_at_its_fractions():
+# --------------------------------------------------------------------------------- pictures
+def lstm_trace(batch=BATCH, time=TIME, mask=None):
+    """A LayerTrace of a randomized LSTM on random data (and its gate ranges)."""
+    layer = make_layer("lstm", return_sequences=True)
+    model = keras.Sequential([keras.Input((time, FEATURES)), layer])
+    randomize(layer, std=1.0)
+    x, _ = data("lstm", batch=batch, time=time)
+    trace = klv.gates.trace_layers(model, x, mask=mask)[layer.name]
+    return trace, {gate: klv.gates.gate_range(trace.cell, gate) for gate in trace.gate_names}
+
+
+def test_heatmap_figure_has_a_named_panel_per_gate_time_axis_and_colour_bars():
+    mask = padding_mask()
+    trace, ranges = lstm_trace(mask=mask)
+    gates = {gate: trace[gate] for gate in trace.gate_names}
+    figure = klv.gates.heatmap_figure(gates, ranges, sequence=1, title="encoder")
+
+    panels = [ax for ax in figure.axes if ax.get_images()]
+    bars = [ax for ax in figure.axes if not ax.get_images()]
+    assert [ax.get_title(loc="left") for ax in panels] == ["input", "forget", "candidate",
+                                                          "output"]
+    assert len(bars) == 4, "one colour bar per panel"
+    for ax, gate in zip(panels, gates, strict=True):
+        [image] = ax.get_images()
+        assert image.get_clim() == ranges[gate], "colours span the gate's range"
+        np.testing.assert_array_equal(image.get_array().filled(np.nan).T, gates[gate][1])
+        assert ax.get_ylabel() == "unit"
+        assert image.colorbar is not None and image.colorbar.ax in bars
+        hatched = [patch for patch in ax.patches if patch.get_hatch()]
+        assert len(hatched) == 2, "sequence 1 is padded on the left by 2 steps"
+    assert ranges["candidate"] == (-1.0, 1.0) and ranges["forget"] == (0.0, 1.0)
+    assert panels[-1].get_xlabel() == "time step"
+    assert all(float(t).is_integer() for t in panels[-1].get_xticks()), "whole time steps"
+    assert "encoder" in figure.get_suptitle() and "2 masked steps" in figure.get_suptitle()
+    height, width = klv.gates.pictures.heatmap_size(4)
+    assert (height, width) == (448, 480)
+    assert klv.gates.pictures.render(figure).shape == (height, width, 3)
+
+
+def test_saturation_figure_axes_diagonal_counts_and_nothing_clipped():
+    left = np.array([0.0, 0.0, 0.0, 0.5, np.nan])
+    right = np.array([0.0, 0.0, 0.0, 0.25, np.nan])
+    figure = klv.gates.saturation_figure(left, right, "forget", (0.1, 0.9), title="rnn",
+                                         corners=("erases memory", "keeps memory"))
+    [ax] = figure.axes
+    assert ax.get_xlabel() == "fraction of steps < 0.1"
+    assert ax.get_ylabel() == "fraction of steps > 0.9"
+    assert ax.get_title() == "rnn: forget (n = 4 units)", "the NaN unit is not counted"
+    [diagonal] = ax.get_lines()
+    np.testing.assert_array_equal(diagonal.get_xydata(), [[0, 1], [1, 0]])
+    [dots] = ax.collections
+    np.testing.assert_array_equal(dots.get_offsets(), [[0.0, 0.0], [0.5, 0.25]])
+    assert dots.get_sizes()[0] > dots.get_sizes()[1], "three units at the origin: a larger dot"
+    assert 0 < dots.get_alpha() < 1 and not dots.get_clip_on()
+    assert ax.get_xlim()[0] < 0 < 1 < ax.get_xlim()[1], "dots on 0 and 1 clear the frame"
+    assert ax.get_ylim()[0] < 0 < 1 < ax.get_ylim()[1]
+    texts = [text.get_text() for text in ax.texts]
+    assert "3" in texts and {"erases memory", "keeps memory"} <= set(texts)
+    size = klv.gates.pictures.SCATTER_SIZE
+    assert klv.gates.pictures.render(figure).shape == (size, size, 3)
+
+
+def test_numpy_fallback_without_matplotlib_is_said_once(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    monkeypatch.setattr(klv.gates.pictures, "_warned", [])
+    trace, ranges = lstm_trace()
+    gates = {gate: trace[gate] for gate in trace.gate_names}
+    with caplog.at_level("WARNING", logger="keras_lstm_variants"):
+        image = klv.gates.pictures.heatmap_image(gates, ranges, sequence=0)
+        scatter = klv.gates.pictures.saturation_image([0.5], [0.5], "forget", (0.1, 0.9))
+    np.testing.assert_array_equal(image, klv.gates.heatmap(gates, ranges, sequence=0))
+    np.testing.assert_array_equal(scatter, klv.gates.saturation_plot([0.5], [0.5]))
+    [record] = caplog.records
+    assert "matplotlib is not installed" in record.getMessage()
+    assert "keras-lstm-variants[gates]" in record.getMessage()
+
+
+def test_numpy_fallback_saturation_plot_puts_each_unit_at_its_fractions():
     image = klv.gates.saturation_plot(np.array([0.0, 1.0, 0.25]), np.array([1.0, 0.0, 0.5]),
                                       size=101, dot=0)
     blue = (image == klv.gates.DOT_COLOR).all(-1)
-    assert sorted(zip(*np.nonzero(blue))) == [(2, 2), (50, 26), (98, 98)]  # 2 px margin
+    rows, cols = np.nonzero(blue)
+    assert sorted(zip(rows, cols, strict=True)) == [(2, 2), (50, 26), (98, 98)]  # 2 px margin
     assert (image[0, 1:-1] == 0).all() and (image[1:-1, -1] == 0).all(), "black border"
     assert (image[30, 30] == 200).all() and (image[30, 70] == 255).all(), "grey x + y = 1"
 
 
-def test_heatmap_bands_colours_and_masked_steps():
+def test_numpy_fallback_heatmap_bands_colours_and_masked_steps():
     trace = {"forget": np.array([[[0.0, 1.0], [1.0, np.nan]]]),  # (batch 1, time 2, units 2)
-             "candidate": np.array([[[-1.0, 1.0], [1.0, np.nan]]]), "c": None, "h": None}
-    image = klv.gates.heatmap(trace, width=2, band=2)
+             "candidate": np.array([[[-1.0, 1.0], [1.0, np.nan]]])}
+    ranges = {"forget": (0.0, 1.0), "candidate": (-1.0, 1.0)}
+    image = klv.gates.heatmap(trace, ranges, width=2, band=2)
     assert image.shape == (2 + 2 + 2, 2, 3)  # two bands of 2 unit rows, a 2-row separator
     cmap, grey = klv.gates.COLORMAP, klv.gates.MASKED_COLOR
     np.testing.assert_array_equal(image[0], [cmap[0], cmap[-1]])  # unit 0 of forget over time
     np.testing.assert_array_equal(image[1], [cmap[-1], grey])
     np.testing.assert_array_equal(image[4], [cmap[0], cmap[-1]])  # candidate spans -1 .. 1
     assert (image[2:4] == 255).all()
+
+
+def test_gate_ranges_come_from_the_cell():
+    assert klv.gates.gate_range(klv.GRUCell(2), "reset") == (0.0, 1.0)
+    assert klv.gates.gate_range(klv.LSTMCell(2, activation="softsign"), "candidate") == (-1, 1)
+    exponential = klv.LSTMCell(2, recurrent_activation="exponential")
+    assert klv.gates.gate_range(exponential, "forget") == (0.0, None)
+    assert klv.gates.gate_range(klv.LSTMCell(2, activation="linear"), "candidate") == (
+        None, None)
+    declared = klv.LSTMCell(2)
+    declared.gate_ranges = {"input": (0, 2)}  # a cell's own declaration wins
+    assert klv.gates.gate_range(declared, "input") == (0.0, 2.0)
+
+
+def test_descriptions_say_what_each_saturated_gate_means():
+    lstm, gru = klv.LSTMCell(2), klv.GRUCell(2)
+    cells = {"input": lstm, "forget": lstm, "output": lstm, "candidate": lstm,
+             "update": gru, "reset": gru}
+    for statistic in ("left_saturated", "right_saturated", "saturation"):
+        texts = {gate: klv.gates.describe(cell, gate, statistic) for gate, cell in cells.items()}
+        assert len(set(texts.values())) == len(texts), statistic
+        for gate, text in texts.items():
+            assert f"{gate} gate" in text or f"A {gate}" in text, (gate, text)
+            others = [g for g in cells if g != gate and g != "candidate"]
+            assert not any(f"A {other} gate" in text for other in others), (gate, text)
+    assert "keeps its cell" in klv.gates.describe(lstm, "forget", "right_saturated")
+    assert "below 0.1" in klv.gates.describe(lstm, "forget", "left_saturated")
+    assert "below -0.9" in klv.gates.describe(lstm, "candidate", "left_saturated")
 
 
 # ----------------------------------------------------------------- GateStatistics / events
@@ -248,10 +355,10 @@ def logged(tmp_path_factory):
     probe, mask = x[:BATCH], padding_mask()
     callback = klv.GateStatistics(log_dir, probe, every_n_epochs=2, mask=mask, probe_index=1)
     model.fit(x, x[:, -1, :1], epochs=2, batch_size=8, verbose=0, callbacks=[callback])
-    everything = {kind: 0 for kind in event_accumulator.DEFAULT_SIZE_GUIDANCE}
+    everything = dict.fromkeys(event_accumulator.DEFAULT_SIZE_GUIDANCE, 0)
     events = event_accumulator.EventAccumulator(os.path.join(log_dir, "gates"), everything)
     events.Reload()
-    return log_dir, events, klv.trace_gates(model, probe, mask=mask)
+    return log_dir, events, klv.gates.trace_layers(model, probe, mask=mask)
 
 
 def scalar_values(events):
@@ -284,6 +391,15 @@ def test_logged_scalars_equal_statistics_of_trace_gates(logged):
     assert {"gates/bi/forward/input/mean", "gates/gru/update/right_saturated"} <= expected_tags
 
 
+def decoded_image(events, tag):
+    [event] = events.Tensors(tag)
+    width, height, png = tf.make_ndarray(event.tensor_proto)
+    assert png.startswith(b"\x89PNG"), tag
+    decoded = tf.io.decode_png(png).numpy()
+    assert decoded.shape == (int(height), int(width), 3), tag
+    return decoded
+
+
 def test_logged_histograms_and_images(logged):
     _, events, traces = logged
     tags = events.Tags()["tensors"]
@@ -294,15 +410,28 @@ def test_logged_histograms_and_images(logged):
             if key not in ("c", "h"):
                 assert kinds[f"gates/{layer}/{key}/saturation"] == "images"
         assert kinds[f"gates/{layer}/heatmap"] == "images"
-    [heat] = events.Tensors("gates/bi/backward/heatmap")
-    width, height, png = tf.make_ndarray(heat.tensor_proto)
-    decoded = tf.io.decode_png(png).numpy()
-    assert decoded.shape == (int(height), int(width), 3)
-    expected = klv.gates.heatmap(traces["bi/backward"], sequence=1)
-    np.testing.assert_array_equal(decoded, expected)
-    [histogram] = events.Tensors("gates/gru/c")
+    assert "gates/bi/forward/c" in kinds and "gates/gru/c" not in kinds, "a GRU has no c"
+
+    trace = traces["bi/backward"]
+    ranges = {gate: klv.gates.gate_range(trace.cell, gate) for gate in trace.gate_names}
+    figure = klv.gates.heatmap_figure({gate: trace[gate] for gate in trace.gate_names}, ranges,
+                                      sequence=1, title="bi/backward")
+    heat = decoded_image(events, "gates/bi/backward/heatmap")
+    assert heat.shape[:2] == klv.gates.pictures.heatmap_size(4) == (448, 480)
+    np.testing.assert_array_equal(heat, klv.gates.pictures.render(figure))
+
+    left, right = klv.gates.saturation(trace["forget"], "forget", axis=(0, 1))
+    figure = klv.gates.saturation_figure(left, right, "forget", (0.1, 0.9), title="bi/backward",
+                                         corners=("erases memory", "keeps memory"))
+    scatter = decoded_image(events, "gates/bi/backward/forget/saturation")
+    assert scatter.shape[:2] == (320, 320)
+    np.testing.assert_array_equal(scatter, klv.gates.pictures.render(figure))
+
+    [histogram] = events.Tensors("gates/gru/h")
     counts = tf.make_ndarray(histogram.tensor_proto)[:, 2]
-    assert counts.sum() == np.count_nonzero(~np.isnan(traces["gru"]["c"]))
+    assert counts.sum() == np.count_nonzero(~np.isnan(traces["gru"]["h"]))
+    metadata = events.SummaryMetadata("gates/bi/forward/forget/right_saturated")
+    assert "keeps its cell" in metadata.summary_description
 
 
 TENSORBOARD_WITHOUT_TF = (

@@ -1,0 +1,273 @@
+"""Pictures of traced gates: a gate-by-time heatmap and Karpathy's saturation scatter.
+
+Both are drawn with matplotlib (the ``gates`` extra: ``pip install
+"keras-lstm-variants[gates]"``) on a figure of a fixed size in pixels, made for the card
+TensorBoard shows, and returned as a uint8 RGB array for ``tf.summary.image`` (which stores it
+as a PNG). The ``*_figure`` functions return the matplotlib ``Figure`` itself. Without
+matplotlib, :func:`heatmap_image` and :func:`saturation_image` fall back to plain NumPy
+rasters (:func:`heatmap`, :func:`saturation_plot`: no labels) and say so once in the log.
+
+Sizes (pixels, width x height): heatmap :data:`HEATMAP_WIDTH` x (:data:`HEATMAP_MARGIN` +
+:data:`HEATMAP_PANEL` per gate), e.g. 480 x 448 for the four LSTM gates; scatter
+:data:`SCATTER_SIZE` x :data:`SCATTER_SIZE`.
+"""
+
+import logging
+
+import numpy as np
+
+logger = logging.getLogger("keras_lstm_variants")
+
+#: Figure sizes in pixels (at :data:`DPI`).
+DPI = 100
+HEATMAP_WIDTH = 480
+HEATMAP_PANEL = 96
+HEATMAP_MARGIN = 64
+SCATTER_SIZE = 320
+#: Colour of masked steps (heatmap) and of the dots (scatter).
+MASKED_COLOR = (176, 176, 176)
+DOT_COLOR = (31, 119, 180)
+
+_warned = []
+
+
+def matplotlib_available():
+    """True when matplotlib imports; else logs once that the pictures fall back to NumPy."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if not _warned:
+            _warned.append(True)
+            logger.warning(
+                "matplotlib is not installed: GateStatistics writes unlabelled NumPy images "
+                "(no gate names, axes or colour bars). For labelled images: "
+                'pip install "keras-lstm-variants[gates]" (or pip install matplotlib).'
+            )
+        return False
+    return True
+
+
+def heatmap_size(gates):
+    """``(height, width)`` in pixels of the heatmap of ``gates`` gates."""
+    return HEATMAP_MARGIN + HEATMAP_PANEL * gates, HEATMAP_WIDTH
+
+
+def _limits(values, bounds):
+    """Colour limits: the gate's range, or the observed range where a bound is open."""
+    low, high = bounds
+    finite = values[np.isfinite(values)]
+    if low is None:
+        low = float(finite.min()) if finite.size else 0.0
+    if high is None:
+        high = float(finite.max()) if finite.size else 1.0
+    if high <= low:
+        high = low + 1.0
+    return low, high
+
+
+def _range_text(bounds):
+    low, high = bounds
+    if low is None and high is None:
+        return "unbounded: colours span the observed values"
+    if low is None or high is None:
+        return f"range ({'-inf' if low is None else f'{low:g}'}, "\
+            f"{'inf' if high is None else f'{high:g}'}): colours span the observed values"
+    return f"range {low:g} to {high:g}"
+
+
+# ------------------------------------------------------------------------ matplotlib
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.get_layout_engine().set(w_pad=2 / DPI, h_pad=2 / DPI, hspace=0.02, wspace=0.02)
+    return figure
+
+
+def render(figure):
+    """The figure drawn by Agg, as a uint8 RGB array ``(height, width, 3)``."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def heatmap_figure(trace, ranges, sequence=0, title=None):
+    """One panel per gate of one probe sequence: units (y) by time step (x).
+
+    Args:
+        trace: ``{gate: (batch, time, units)}`` of the gates to draw, in panel order (top to
+            bottom); NaN marks masked steps.
+        ranges: ``{gate: (low, high)}``, each bound a number or ``None`` (open: the colour
+            bar then spans the observed values).
+        sequence: which sequence of the batch.
+        title: the figure's title (e.g. the layer's path).
+    """
+    import matplotlib
+    from matplotlib.ticker import MaxNLocator
+
+    gates = list(trace)
+    height, width = heatmap_size(len(gates))
+    figure = _figure(width, height)
+    axes = figure.subplots(len(gates), 1, sharex=True, squeeze=False)[:, 0]
+    colormap = matplotlib.colormaps["viridis"].with_extremes(
+        bad=np.array(MASKED_COLOR) / 255
+    )
+    masked_steps = None
+    for ax, gate in zip(axes, gates, strict=True):
+        values = np.asarray(trace[gate][sequence], np.float64)  # (time, units)
+        time, units = values.shape
+        low, high = _limits(values, ranges[gate])
+        image = ax.imshow(
+            values.T, aspect="auto", interpolation="nearest", origin="lower", cmap=colormap,
+            vmin=low, vmax=high, extent=(-0.5, time - 0.5, -0.5, units - 0.5),
+        )
+        masked_steps = np.flatnonzero(np.isnan(values).all(axis=1))
+        for t in masked_steps:  # hatched, so a masked step reads as one even in grey print
+            ax.axvspan(t - 0.5, t + 0.5, facecolor="none", edgecolor="white", hatch="///",
+                       linewidth=0)
+        ax.set_title(gate, loc="left", fontsize=9, fontweight="bold", pad=2)
+        ax.set_ylabel("unit", fontsize=8, labelpad=1)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
+        ax.tick_params(labelsize=7, length=2, pad=1)
+        bar = figure.colorbar(image, ax=ax, fraction=0.05, pad=0.01, aspect=8)
+        bar.set_ticks([low, (low + high) / 2, high])
+        bar.ax.tick_params(labelsize=7, length=2, pad=1)
+        open_range = None in ranges[gate]
+        bar.ax.set_ylabel("observed" if open_range else "", fontsize=7)
+    axes[-1].set_xlabel("time step", fontsize=8, labelpad=1)
+    heading = f"{title}: " if title else ""
+    heading += f"sequence {sequence}"
+    if masked_steps is not None and len(masked_steps):
+        heading += f" (hatched grey: {len(masked_steps)} masked steps)"
+    figure.suptitle(heading, fontsize=8)
+    return figure
+
+
+def saturation_figure(left, right, gate, thresholds, title=None, corners=None):
+    """Karpathy, Johnson & Fei-Fei 2015 (fig. 4): one dot per unit at its saturated fractions.
+
+    Args:
+        left, right: ``(units,)`` fractions of steps each unit spends below the lower
+            threshold and above the upper one (NaN: left out).
+        gate: the gate's name.
+        thresholds: ``(low, high)`` saturation thresholds, for the axis titles.
+        title: prefix of the title (e.g. the layer's path).
+        corners: optional ``(bottom_right, top_left)`` short meanings to print in the corners.
+    """
+    left, right = np.asarray(left, np.float64), np.asarray(right, np.float64)
+    keep = ~(np.isnan(left) | np.isnan(right))
+    points = np.round(np.stack([left[keep], right[keep]], axis=1), 2)
+    figure = _figure(SCATTER_SIZE, SCATTER_SIZE)
+    ax = figure.subplots()
+    ax.plot([0, 1], [1, 0], color="0.6", linestyle="--", linewidth=1, zorder=1)
+    if len(points):
+        where, count = np.unique(points, axis=0, return_counts=True)
+        ax.scatter(where[:, 0], where[:, 1], s=24 * np.sqrt(count), color=np.array(DOT_COLOR) / 255,
+                   alpha=0.5, edgecolors="none", clip_on=False, zorder=3)
+        for (x, y), n in zip(where, count, strict=True):
+            if n > 1:
+                ax.annotate(f"{n}", (x, y), xytext=(4, 3), textcoords="offset points",
+                            fontsize=7, color="0.2", annotation_clip=False, zorder=4)
+    if corners:  # what the two saturated corners mean, over the diagonal, under the dots
+        box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}
+        ax.text(0.98, 0.02, corners[0], ha="right", va="bottom", fontsize=7, color="0.4",
+                transform=ax.transAxes, bbox=box, zorder=2)
+        ax.text(0.02, 0.98, corners[1], ha="left", va="top", fontsize=7, color="0.4",
+                transform=ax.transAxes, bbox=box, zorder=2)
+    margin = 0.06  # dots on 0 and 1 stay whole, off the frame
+    ax.set_xlim(-margin, 1 + margin)
+    ax.set_ylim(-margin, 1 + margin)
+    ax.set_aspect("equal")
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
+    ax.tick_params(labelsize=7, length=2, pad=1)
+    ax.grid(color="0.93", linewidth=0.6, zorder=0)
+    ax.set_xlabel(f"fraction of steps < {thresholds[0]:g}", fontsize=8, labelpad=1)
+    ax.set_ylabel(f"fraction of steps > {thresholds[1]:g}", fontsize=8, labelpad=1)
+    heading = f"{title}: " if title else ""
+    ax.set_title(f"{heading}{gate} (n = {int(keep.sum())} units)", fontsize=8, pad=3)
+    return figure
+
+
+# ----------------------------------------------------------------- NumPy fallback
+#: Viridis at 9 evenly spaced points (matplotlib's table), interpolated to 256 colours.
+_VIRIDIS = np.array(
+    [
+        [68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
+        [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37],
+    ],
+    dtype=np.float64,
+)
+COLORMAP = np.stack(
+    [np.interp(np.linspace(0, 8, 256), np.arange(9), _VIRIDIS[:, k]) for k in range(3)], axis=1
+).astype(np.uint8)
+
+
+def colorize(values, low, high):
+    """``values`` as uint8 RGB: :data:`COLORMAP` from ``low`` to ``high``, NaN grey."""
+    scaled = np.clip((np.nan_to_num(values, nan=low) - low) / (high - low), 0.0, 1.0)
+    image = COLORMAP[np.round(scaled * 255).astype(int)]
+    image[np.isnan(values)] = MASKED_COLOR
+    return image
+
+
+def upscale(image, rows, cols):
+    """Nearest-neighbour upscaling: each pixel becomes a ``rows`` x ``cols`` block."""
+    return np.repeat(np.repeat(image, rows, axis=0), cols, axis=1)
+
+
+def heatmap(trace, ranges, sequence=0, width=512, band=64):
+    """The unlabelled fallback: a band of unit rows per gate (top to bottom), time across.
+
+    Bands are separated by white lines; each colour spans the gate's range (open bounds: the
+    observed values); masked steps are grey.
+    """
+    gates = list(trace)
+    time, units = trace[gates[0]].shape[1:]
+    cols, rows = max(1, width // time), max(1, band // units)
+    separator = np.full((2, time * cols, 3), 255, np.uint8)
+    bands = []
+    for gate in gates:
+        values = np.asarray(trace[gate][sequence], np.float64).T
+        image = colorize(values, *_limits(values, ranges[gate]))
+        bands += [upscale(image, rows, cols), separator]
+    return np.concatenate(bands[:-1], axis=0)
+
+
+def saturation_plot(left, right, size=256, dot=2):
+    """The unlabelled fallback scatter on a white square: one dot per unit.
+
+    x grows to the right with the left-saturated fraction, y grows upwards with the
+    right-saturated fraction, both from 0 to 1 inside a black border (with a margin of
+    ``dot + 2`` pixels, so dots on the edges stay whole); the grey diagonal x + y = 1 bounds
+    the triangle every unit lies in.
+    """
+    canvas = np.full((size, size, 3), 255, np.uint8)
+    margin = dot + 2
+    span = size - 1 - 2 * margin
+    diagonal = margin + np.arange(span + 1)
+    canvas[diagonal, diagonal] = (200, 200, 200)  # rows grow downwards: this is x + y = 1
+    canvas[[0, -1], :] = canvas[:, [0, -1]] = 0
+    for x, y in zip(left, right, strict=True):
+        if np.isnan(x) or np.isnan(y):
+            continue
+        col, row = margin + round(x * span), margin + round((1 - y) * span)
+        canvas[row - dot : row + dot + 1, col - dot : col + dot + 1] = DOT_COLOR
+    return canvas
+
+
+# ------------------------------------------------------------------------ images
+def heatmap_image(trace, ranges, sequence=0, title=None):
+    """:func:`heatmap_figure` rendered, or the :func:`heatmap` fallback without matplotlib."""
+    if not matplotlib_available():
+        return heatmap(trace, ranges, sequence)
+    return render(heatmap_figure(trace, ranges, sequence, title))
+
+
+def saturation_image(left, right, gate, thresholds, title=None, corners=None):
+    """:func:`saturation_figure` rendered, or :func:`saturation_plot` without matplotlib."""
+    if not matplotlib_available():
+        return saturation_plot(left, right)
+    return render(saturation_figure(left, right, gate, thresholds, title, corners))
