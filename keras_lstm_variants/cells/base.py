@@ -7,12 +7,16 @@ the sequence layers, gate tracing and streaming export all go through that one m
 equations live in exactly one place.
 """
 
+import json
 import numbers
+from typing import ClassVar
 
 import keras
+import numpy as np
 from keras import activations, constraints, initializers, ops, regularizers
 
 from .._compat import DropoutRNNCell
+from .options import zone_out
 
 #: Registers a class for ``.keras`` saving under the package name.
 register = keras.saving.register_keras_serializable(package="keras_lstm_variants")
@@ -45,6 +49,11 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
     blocks = ()
     gate_names = ()
     state_names = ("h",)
+    #: ``get_config`` keys that change what the weights mean (e.g. which gate a peephole
+    #: vector feeds): recorded with the weights, checked when they are loaded.
+    layout_keys = ()
+    #: zoneout probability per state name (cells with a ``zoneout`` argument set it).
+    zoneout_rates: ClassVar[dict] = {}
 
     def __init__(
         self,
@@ -111,7 +120,7 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
             constraint=self.kernel_constraint,
         )
         self.recurrent_kernel = self.add_weight(
-            shape=(self.units, width),
+            shape=(self.state_size[0], width),  # h's width: ``units``, or a projection's
             name="recurrent_kernel",
             initializer=self.recurrent_initializer,
             regularizer=self.recurrent_regularizer,
@@ -144,7 +153,8 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         return features
 
     def project(self, inputs, training=False):
-        """The input projection ``W x + b`` of one step ``(batch, features)``, input dropout applied."""
+        """The input projection ``W x + b`` of one step ``(batch, features)``, after input
+        dropout."""
         self.check_features(inputs.shape)
         if training and self.dropout > 0:
             inputs = inputs * self.get_dropout_mask(inputs)
@@ -172,8 +182,17 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         raise NotImplementedError
 
     def gates(self, inputs, states, training=False):
-        """Gate activations and new state for one step of raw ``inputs``."""
-        return self.transition(self.project(inputs, training), list(states), training)
+        """Gate activations and new state for one step of raw ``inputs``: :meth:`project`,
+        :meth:`transition`, then zoneout (Krueger et al. 2017) of the states named in
+        ``zoneout_rates``, which is no op when the cell has none."""
+        states = list(states)
+        gates, new_states = self.transition(self.project(inputs, training), states, training)
+        if any(self.zoneout_rates.values()):
+            new_states = [
+                zone_out(new, old, self.zoneout_rates.get(name, 0.0), training, self.seed_generator)
+                for name, new, old in zip(self.state_names, new_states, states, strict=True)
+            ]
+        return gates, new_states
 
     def call(self, inputs, states, training=False):
         if len(inputs.shape) != 2:
@@ -187,6 +206,35 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
 
     def get_initial_state(self, batch_size=None):
         return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
+
+    # ------------------------------------------------------------------ saving
+    def layout(self):
+        """The configuration that gives the weights their meaning: ``layout_keys``' values
+        (the cell's attributes of those names), JSON-normalized."""
+        return json.loads(json.dumps({key: getattr(self, key) for key in self.layout_keys}))
+
+    def save_own_variables(self, store):
+        """Save the weights and, beside them, :meth:`layout` (as JSON bytes under ``layout``)."""
+        super().save_own_variables(store)
+        if self.layout_keys:
+            store[LAYOUT_KEY] = np.frombuffer(json.dumps(self.layout()).encode(), dtype=np.uint8)
+
+    def load_own_variables(self, store):
+        """Load the weights, refusing those saved under another :meth:`layout`.
+
+        Weights saved without a layout record (before it existed) load as before.
+        """
+        if LAYOUT_KEY in store:
+            saved = json.loads(np.asarray(store[LAYOUT_KEY], dtype=np.uint8).tobytes().decode())
+            if saved != self.layout():
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}': the weights being loaded were saved "
+                    f"with {_describe(saved)}, which gives them another meaning than this "
+                    f"cell's {_describe(self.layout())}. Build the model with "
+                    f"{_describe(saved)} to load them."
+                )
+            store = _Without(store, LAYOUT_KEY)
+        super().load_own_variables(store)
 
     # ------------------------------------------------------------------- config
     def get_config(self):
@@ -209,3 +257,30 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
             "seed": self.seed,
         }
         return {**super().get_config(), **config}
+
+
+#: The store entry under which :meth:`RecurrentCell.save_own_variables` records the layout.
+LAYOUT_KEY = "layout"
+
+
+def _describe(layout):
+    return ", ".join(f"{key}={value!r}" for key, value in layout.items()) or "no layout options"
+
+
+class _Without:
+    """A read-only view of a weights store without one key (Keras counts the store's keys)."""
+
+    def __init__(self, store, key):
+        self.store, self.key = store, key
+
+    def keys(self):
+        return [key for key in self.store.keys() if key != self.key]
+
+    def __len__(self):
+        return len(self.keys())
+
+    def __contains__(self, key):
+        return key != self.key and key in self.store
+
+    def __getitem__(self, key):
+        return self.store[key]
