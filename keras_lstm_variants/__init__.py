@@ -6,6 +6,11 @@ Cells (for ``keras.layers.RNN``, ``Bidirectional``, ``StackedRNNCells``): :class
 :class:`GRU`.
 """
 
+from . import cli as _cli
+
+if _cli.running_as_the_command():  # before Keras loads TensorFlow: quiet its C++ start-up logs
+    _cli.quiet_tensorflow()
+
 from .cells import CIFGLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell, RecurrentCell
 from .cells import GREFF_VARIANTS, GreffLSTMCell
 from .cells import MLSTMCell, SLSTMCell
@@ -16,6 +21,7 @@ from .layers import CIFGLSTM, GRU, LSTM, PeepholeLSTM, VariantRNN
 from .layers import GreffLSTM
 from .layers import MLSTM, SLSTM
 from .layers import MinGRU, MinLSTM
+from .porting import weights_from_torch_lstm
 
 __version__ = "0.1.0"
 
@@ -59,4 +65,5 @@ __all__ = [
     "export_saved_model",
     "export_tflite",
     "trace_gates",
+    "weights_from_torch_lstm",
 ]

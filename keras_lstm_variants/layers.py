@@ -17,6 +17,7 @@ from ._compat import rnn
 from .cells import CIFGLSTMCell, GreffLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell
 from .cells import MLSTMCell, SLSTMCell
 from .cells.base import register
+from .cells.options import LSTM_OPTIONS
 from .cells.minimal import MinGRUCell, MinLSTMCell, scan_recurrence
 
 
@@ -31,6 +32,17 @@ def _cell_arguments(cell_class):
 
 def _from_cell(name):
     return property(lambda self: getattr(self.cell, name), doc=f"The cell's ``{name}``.")
+
+
+class _LSTMOptions:
+    """The LSTM family's options (issue 9; keras_lstm_variants/cells/options.py), read-only."""
+
+    layer_norm = _from_cell("layer_norm")
+    norm_epsilon = _from_cell("norm_epsilon")
+    proj_units = _from_cell("proj_units")
+    proj_clip = _from_cell("proj_clip")
+    cell_clip = _from_cell("cell_clip")
+    zoneout = _from_cell("zoneout")
 
 
 class VariantRNN(layers.RNN):
@@ -48,7 +60,8 @@ class VariantRNN(layers.RNN):
         unroll=False,
         **kwargs,
     ):
-        accepted = _cell_arguments(self.cell_class)
+        # The options are passed on even to cells without them, which then say so by name.
+        accepted = _cell_arguments(self.cell_class) | set(LSTM_OPTIONS)
         cell_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in accepted}
         cell_name = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", self.cell_class.__name__).lower()
         cell = self.cell_class(
@@ -171,7 +184,7 @@ _LAYER_ARGS = """
 
 
 @register
-class LSTM(VariantRNN):
+class LSTM(_LSTMOptions, VariantRNN):
     __doc__ = (
         "The vanilla LSTM over a sequence; a drop-in for ``keras.layers.LSTM`` (same arguments"
         " and weights, never the cuDNN-only kernel, so it runs under XLA and exports anywhere)."
@@ -182,7 +195,7 @@ class LSTM(VariantRNN):
 
 
 @register
-class PeepholeLSTM(VariantRNN):
+class PeepholeLSTM(_LSTMOptions, VariantRNN):
     __doc__ = "An LSTM with peephole connections over a sequence." + _LAYER_ARGS.format(
         cell="PeepholeLSTMCell"
     )
@@ -192,7 +205,7 @@ class PeepholeLSTM(VariantRNN):
 
 
 @register
-class CIFGLSTM(VariantRNN):
+class CIFGLSTM(_LSTMOptions, VariantRNN):
     __doc__ = "An LSTM with coupled input and forget gates over a sequence." + _LAYER_ARGS.format(
         cell="CIFGLSTMCell"
     )
@@ -202,7 +215,7 @@ class CIFGLSTM(VariantRNN):
 
 
 @register
-class GreffLSTM(VariantRNN):
+class GreffLSTM(_LSTMOptions, VariantRNN):
     __doc__ = (
         "One of Greff et al.'s nine LSTM configurations over a sequence (``variant``: V, NIG, "
         "NFG, NOG, NIAF, NOAF, NP, CIFG or FGR)." + _LAYER_ARGS.format(cell="GreffLSTMCell")
@@ -221,6 +234,9 @@ class GRU(VariantRNN):
     )
     cell_class = GRUCell
     reset_after = _from_cell("reset_after")
+    layer_norm = _from_cell("layer_norm")
+    norm_epsilon = _from_cell("norm_epsilon")
+    zoneout = _from_cell("zoneout")
 
 
 class MinimalRNN(VariantRNN):

@@ -10,6 +10,7 @@ CELLS = [cell for cell, _ in klv.VARIANTS.values()]
 LAYERS = [layer for _, layer in klv.VARIANTS.values()]
 CLASSES = CELLS + LAYERS
 STATE_COUNT = {klv.LSTM: 2, klv.PeepholeLSTM: 2, klv.CIFGLSTM: 2, klv.GRU: 1}
+STATE_COUNT[klv.GreffLSTM] = 2  # variant "V"; FGR adds the previous gates (test_greff.py)
 
 
 def ids(klass):
