@@ -502,6 +502,163 @@ def test_bad_input_to_gate_statistics_names_the_argument(tmp_path):
         callback.set_model(keras.Sequential([keras.Input((TIME, 3)), klv.GRU(2)]))
 
 
+@pytest.mark.parametrize("data, mask, match", [
+    (np.zeros((2, 0, FEATURES)), None, r"`data` must not be empty.*zero time steps"),
+    (np.zeros((0, TIME, FEATURES)), None, "`data` must not be empty"),
+    (np.zeros((2,)), None, "`data` must be a probe batch"),
+    ([], None, "`data` must be a probe batch"),
+    (np.full((2, TIME, FEATURES), np.nan), None, "`data` must be finite"),
+    ([np.zeros((2, TIME, FEATURES)), np.zeros((3, UNITS))], None, "one batch size"),
+    (np.array([[["a"]]]), None, "`data` must be numeric"),
+    (np.zeros((2, TIME, FEATURES)), np.zeros((2, TIME)), "masks every step of sequence"),
+    (np.zeros((2, TIME, FEATURES)), np.full((2, TIME), 0.5), "`mask` must be boolean"),
+])
+def test_the_probe_is_checked_in_the_constructor(tmp_path, data, mask, match):
+    with pytest.raises(ValueError, match=match):
+        klv.GateStatistics(str(tmp_path), data, mask=mask)
+
+
+def test_what_only_the_model_can_check_fails_before_training(tmp_path):
+    model = keras.Sequential([keras.Input((TIME, FEATURES)), klv.GRU(UNITS, name="gru")])
+    probe = np.zeros((2, TIME, FEATURES), "float32")
+    callback = klv.GateStatistics(str(tmp_path), probe, mask=np.ones((2, TIME - 1), bool))
+    callback.set_model(model)
+    with pytest.raises(ValueError, match="`mask` has 5 time steps but layer 'gru'"):
+        callback.on_train_begin()
+    for layer_path, match in [
+        ({"lstm": "rnn"}, r"renames \['lstm'\], which the model does not have.*\['gru'\]"),
+        (3, "`layer_path` must be None, a non-empty name, or a dict"),
+        ("", "`layer_path` must be None"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            klv.GateStatistics(str(tmp_path), probe, layer_path=layer_path).set_model(model)
+    two = keras.Model(inputs := keras.Input((TIME, FEATURES)), keras.layers.Concatenate()(
+        [klv.GRU(UNITS, name="a")(inputs), klv.GRU(UNITS, name="b")(inputs)]))
+    with pytest.raises(ValueError, match=r"names one layer, but the model has variant layers"):
+        klv.GateStatistics(str(tmp_path), probe, layer_path="rnn").set_model(two)
+    with pytest.raises(ValueError, match="gives two layers one tag path"):
+        klv.GateStatistics(str(tmp_path), probe, layer_path={"a": "x", "b": "x"}).set_model(two)
+
+
+def written_tags(log_dir):
+    events = event_accumulator.EventAccumulator(
+        os.path.join(log_dir, "gates"), dict.fromkeys(event_accumulator.DEFAULT_SIZE_GUIDANCE, 0)
+    )
+    events.Reload()
+    return {tag: events.SummaryMetadata(tag).plugin_data.plugin_name
+            for tag in events.Tags()["tensors"]}
+
+
+def test_layer_path_gives_two_variants_the_same_tags_so_tensorboard_overlays_them(tmp_path):
+    probe, _ = data("lstm")
+    tags = {}
+    for name, layer in [("lstm", klv.LSTM(UNITS, name="lstm")), ("gru", klv.GRU(UNITS))]:
+        model = keras.Sequential([keras.Input((TIME, FEATURES)), layer])
+        callback = klv.GateStatistics(str(tmp_path / name), probe, layer_path="rnn")
+        callback.set_model(model)
+        callback.write(0)
+        tags[name] = written_tags(tmp_path / name)
+    shared = set(tags["lstm"]) & set(tags["gru"])
+    assert {"gates/rnn/candidate/right_saturated", "gates/rnn/candidate/saturation",
+            "gates/rnn/heatmap", "gates/rnn/h"} <= shared
+    assert all(tag.startswith("gates/rnn/") for run in tags.values() for tag in run)
+
+    inputs = keras.Input((TIME, FEATURES))
+    bidirectional = keras.layers.Bidirectional(klv.CIFGLSTM(UNITS), name="bi")
+    model = keras.Model(inputs, bidirectional(inputs))
+    callback = klv.GateStatistics(str(tmp_path / "bi"), probe, layer_path={"bi": "encoder"})
+    callback.set_model(model)
+    callback.write(0)
+    assert {"gates/encoder/forward/forget/mean", "gates/encoder/backward/c"} <= set(
+        written_tags(tmp_path / "bi"))
+
+
+def test_a_gate_with_an_open_range_gets_its_mean_histogram_and_heatmap_only(tmp_path):
+    layer = klv.LSTM(UNITS, recurrent_activation="exponential", name="lstm")
+    model = keras.Sequential([keras.Input((TIME, FEATURES)), layer])
+    randomize(layer)
+    probe, _ = data("lstm")
+    callback = klv.GateStatistics(str(tmp_path), probe)
+    callback.set_model(model)
+    callback.write(0)
+    tags = written_tags(tmp_path)
+    for gate in ("input", "forget", "output"):  # exp: (0, inf), saturation is undefined
+        assert tags[f"gates/lstm/{gate}/mean"] == "scalars"
+        assert tags[f"gates/lstm/{gate}"] == "histograms"
+        assert f"gates/lstm/{gate}/right_saturated" not in tags
+        assert f"gates/lstm/{gate}/saturation" not in tags
+    assert tags["gates/lstm/candidate/right_saturated"] == "scalars"
+    assert tags["gates/lstm/heatmap"] == "images"
+    trace = klv.gates.trace_layers(model, probe)["lstm"]
+    figure = klv.gates.heatmap_figure({"forget": trace["forget"]}, {"forget": (0.0, None)})
+    [image] = figure.axes[0].get_images()
+    forget = trace["forget"][0]
+    assert image.get_clim() == (0.0, forget[np.isfinite(forget)].max()), "observed upper bound"
+
+
+def test_time_distributed_is_refused_alone_and_left_out_with_a_warning_beside_others(caplog):
+    inputs = keras.Input((2, TIME, FEATURES))
+    wrapped = keras.layers.TimeDistributed(klv.LSTM(UNITS, name="inner"), name="td")
+    model = keras.Model(inputs, wrapped(inputs))
+    x = np.random.default_rng(0).normal(size=(BATCH, 2, TIME, FEATURES)).astype("float32")
+    with pytest.raises(ValueError, match=r"'td/inner' \(inside TimeDistributed 'td'\).*"
+                                         r"Trace the inner layer itself"):
+        klv.trace_gates(model, x)
+    # The advice works: the inner layer traced on (batch * outer steps, time, features).
+    traces = klv.trace_gates(wrapped.layer, x.reshape((-1, TIME, FEATURES)))
+    assert traces["inner"]["forget"].shape == (BATCH * 2, TIME, UNITS)
+
+    sequence = keras.Input((TIME, FEATURES))
+    both = keras.Model([inputs, sequence], [wrapped(inputs), klv.GRU(UNITS, name="gru")(sequence)])
+    with caplog.at_level("WARNING", logger="keras_lstm_variants"):
+        traces = klv.trace_gates(both, [x, x[:, 0]])
+    assert list(traces) == ["gru"]
+    assert "leaves out 'td/inner'" in caplog.text
+
+
+NO_TENSORFLOW = """
+import sys
+sys.modules["tensorflow"] = None  # import tensorflow fails
+import numpy as np, keras, keras_lstm_variants as klv
+arrays = np.load(sys.argv[1])
+layer = klv.LSTM(arrays["units"].item(), return_sequences=True, name="lstm")
+model = keras.Sequential([keras.Input(arrays["x"].shape[1:]), layer])
+layer.set_weights([arrays["kernel"], arrays["recurrent_kernel"], arrays["bias"]])
+traces = klv.trace_gates(model, arrays["x"], mask=arrays["mask"])
+np.savez(sys.argv[2], backend=keras.backend.backend(), **traces["lstm"])
+try:
+    klv.GateStatistics(sys.argv[3], arrays["x"])
+except ImportError as error:
+    print(error)
+"""
+
+
+def test_without_tensorflow_trace_gates_works_and_gate_statistics_says_what_to_install(
+    tmp_path,
+):
+    layer = make_layer("lstm", return_sequences=True)
+    keras.Sequential([keras.Input((TIME, FEATURES)), layer])
+    weights = randomize(layer)
+    x, _ = data("lstm")
+    mask = padding_mask()
+    np.savez(tmp_path / "in.npz", x=x, mask=mask, units=UNITS, kernel=weights[0],
+             recurrent_kernel=weights[1], bias=weights[2])
+    environment = {**os.environ, "KERAS_BACKEND": "jax"}
+    script = tmp_path / "no_tensorflow.py"
+    script.write_text(NO_TENSORFLOW)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "in.npz"), str(tmp_path / "out.npz"),
+         str(tmp_path / "logs")], env=environment, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pip install tensorflow" in done.stdout
+    traced = dict(np.load(tmp_path / "out.npz"))
+    assert str(traced.pop("backend")) == "jax"
+    zeros = [np.zeros((BATCH, UNITS))] * 2
+    expected, _ = oracle_trace(reference_step("lstm", weights), x, zeros, mask)
+    assert_trace_equal(traced, expected)
+
+
 def test_example_quick_mode_trains_and_prints_the_tensorboard_command(
     tmp_path, monkeypatch, capsys
 ):
