@@ -8,7 +8,9 @@ number across the whole clause gets it right, and the gates show whether one doe
 
 Each selected variant trains with ``keras.callbacks.TensorBoard`` and
 :class:`keras_lstm_variants.GateStatistics` sharing ``--log-dir/<variant>``, so TensorBoard shows
-the runs ``<variant>/train``, ``<variant>/validation`` and ``<variant>/gates`` side by side.
+the runs ``<variant>/train``, ``<variant>/validation`` and ``<variant>/gates`` side by side; the
+gate tags name every variant's layer ``rnn`` (``layer_path="rnn"``), so one chart per gate
+overlays the variants (``gates/rnn/forget/right_saturated``: one line per run).
 Printed: validation accuracy, then the gate that keeps memory (LSTM family: forget, c_t =
 f c_{t-1} + ...; GRU: update, h_t = z h_{t-1} + ...) traced on the probe batch after training
 (mean, saturated fractions over all units, and the right-saturated fraction of the unit that
@@ -28,8 +30,9 @@ import keras
 import keras_lstm_variants as klv
 from keras_lstm_variants.tasks import agreement_data
 
-#: The gate whose right saturation means "keep the memory", per variant.
-KEEP_GATE = {"lstm": "forget", "peephole": "forget", "cifg": "forget", "gru": "update"}
+#: The gate whose right saturation means "keep the memory": the GRU's update gate, else the
+#: forget gate where the cell has one, else its first gate.
+KEEP_GATE = {"gru": "update"}
 PROBE_SIZE = 64
 
 
@@ -69,16 +72,19 @@ def main(argv=None):
         log_dir = os.path.join(args.log_dir, name)
         callbacks = [
             keras.callbacks.TensorBoard(log_dir),
-            klv.GateStatistics(log_dir, probe, every_n_epochs=args.every_n_epochs),
+            klv.GateStatistics(log_dir, probe, every_n_epochs=args.every_n_epochs,
+                               layer_path="rnn"),
         ]
         start = time.perf_counter()
         history = model.fit(x, y, validation_data=(x_valid, y_valid), epochs=args.epochs,
                             batch_size=args.batch_size, callbacks=callbacks, verbose=0)
         seconds = time.perf_counter() - start
-        gate = KEEP_GATE[name]
-        values = klv.trace_gates(model, probe)[name][gate]
-        left, right = klv.gates.saturation(values, gate)
-        _, unit_right = klv.gates.saturation(values, gate, axis=(0, 1))
+        trace = klv.gates.trace_layers(model, probe)[name]
+        default = "forget" if "forget" in trace.gate_names else trace.gate_names[0]
+        gate = KEEP_GATE.get(name, default)
+        values, bounds = trace[gate], klv.gates.gate_range(trace.cell, gate)
+        left, right = klv.gates.saturation(values, gate, bounds=bounds)
+        _, unit_right = klv.gates.saturation(values, gate, axis=(0, 1), bounds=bounds)
         rows.append((name, history.history["val_accuracy"][-1], gate, float(values.mean()),
                      float(right), float(left), float(unit_right.max()), args.epochs, seconds))
     _common.print_table(

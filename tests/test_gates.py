@@ -673,5 +673,5 @@ def test_example_quick_mode_trains_and_prints_the_tensorboard_command(
     accuracy, gate, mean, right, left = [cell.strip() for cell in row.split("|")[2:7]]
     assert gate == "forget" and 0 <= float(accuracy) <= 1
     assert 0 < float(mean) < 1 and 0 <= float(right) + float(left) <= 1
-    assert any(name.startswith("events.out") for name in os.listdir(tmp_path / "cifg" / "gates"))
+    assert "gates/rnn/forget/right_saturated" in written_tags(tmp_path / "cifg")
     assert os.listdir(tmp_path / "cifg" / "train"), "keras.callbacks.TensorBoard wrote beside it"
