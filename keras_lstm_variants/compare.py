@@ -1,131 +1,252 @@
-"""``keras-lstm-variants compare``: every variant on a long-range task, over several seeds.
+"""``keras-lstm-variants compare``: which cells learn a dependency across ``T`` steps.
 
-Each variant of :data:`keras_lstm_variants.VARIANTS`, and a ``keras.layers.SimpleRNN`` baseline
-(``simplernn``), reads the one-hot sentences of a task of :data:`keras_lstm_variants.tasks.TASKS`
-(``--task``; by default the subject-verb agreement language) and predicts the binary label from
-its last state::
+The literature's claim (Bengio, Simard & Frasconi 1994; Hochreiter & Schmidhuber 1997) is about
+*learning* across a long gap: gradient descent through a plain RNN finds dependencies over a
+few steps and fails as the gap grows, while gated cells carry the error back. ``compare``
+measures that on the classic tasks of :data:`keras_lstm_variants.tasks.TASKS` (``--task``:
+``adding``, ``copy``, ``agreement``, or ``all`` one after the other): each model trains at ONE
+fixed length ``T`` per run (no shorter sequences mixed in), for each ``T`` of ``--lengths``,
+from ``--seeds`` seeds, on fresh batches that are the same for every model::
 
-    Input(None, features) -> recurrent layer(units) -> Dense(1, sigmoid)
+    Input(None, features) -> recurrent layer "rnn"(units) -> Dense head of the task
 
-Every model trains on the same sentences, an equal number at each distance, in batches of one
-distance each (so no padding), with the same optimizer (Adam, ``--learning-rate``). After each
-epoch it is scored on held-out sentences at each distance. Whether a small recurrent network
-finds the long-range solution at all depends on its random start, so each model trains from
-``--seeds`` seeds (``--seed``, ``--seed`` + 1, ...; the seed draws the initial weights, the
-training and the held-out sentences), and the results are the median over seeds and the number
-of seeds in which the model learned the task. Under ``--out`` it writes:
+Every ``--eval-every`` steps it scores the model on held-out sequences at ``T`` and stops the
+run once the task's "solved" test passes (or after ``--steps``). Under ``--out`` it writes,
+after every run (so an interrupted run keeps what finished):
 
-* ``results.md`` / ``results.json``: variant x distance -> median held-out accuracy after the
-  last epoch, parameters, seconds per epoch, and in how many seeds the model reached >= 95% at
-  every distance (also printed; the JSON adds each seed's accuracies after every epoch);
-* ``accuracy_vs_distance.png``: median accuracy (min-max band over seeds) against distance,
-  and at the longest distance against epoch (needs matplotlib, the ``examples`` extra);
-* ``tensorboard/<variant>/``, first seed only: Keras's TensorBoard logs (``train``), the
-  held-out accuracies (``held_out``: per epoch; ``test``: by distance), and GateStatistics
-  (``gates``) of every variant;
-* ``saved_models/<variant>/``, first seed only: the trained model, exported with
+* ``results.md`` / ``results.json``: per task, model and ``T``: the median final held-out
+  loss and metric over seeds, in how many seeds the model solved the task, the median number
+  of training steps it took, ms per training step; the JSON adds every run's learning curve;
+* ``compare.png``, at the end: median final loss against ``T`` (band: lowest to highest seed,
+  dashed: the trivial predictor), and the learning curves at the longest ``T``;
+* ``tensorboard/<task>-T<T>/<model>/``, first seed, where TensorFlow is installed: Keras's
+  TensorBoard logs (``train``), the held-out loss and metric (``held_out``) and GateStatistics
+  (``gates``); every model's recurrent layer is named ``rnn``, so TensorBoard draws the variants
+  on one chart per gate (e.g. ``gates/rnn/forget/right_saturated``);
+* ``saved_models/<task>-T<T>/<model>/``, first seed at the longest ``T``, with ``--export``
+  (the default on the TensorFlow backend): the trained model, exported with
   ``export_saved_model``.
+
+Nothing here needs TensorFlow but the logs and the exports: batches are NumPy arrays served by
+a ``keras.utils.PyDataset``, so ``KERAS_BACKEND=jax compare --no-export`` runs without it.
 """
 
+import argparse
 import json
+import math
 import os
+import re
+import sys
 import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from . import VARIANTS
 from .cli import UsageError
-from .export import export_saved_model
-from .gates import GateStatistics
+from .specs import parse_spec
 from .tasks import TASKS
 
 #: Name of the keras.layers.SimpleRNN baseline on the command line.
 BASELINE = "simplernn"
-DEFAULT_DISTANCES = (5, 20, 50, 100, 200, 500)
-#: Settings of the default run and of ``--quick`` (command-line options override them).
-PRESETS = {
-    "default": {"distances": DEFAULT_DISTANCES, "epochs": 8, "units": 32, "batches": 8, "seeds": 3},
-    "quick": {"distances": (5, 20), "epochs": 2, "units": 8, "batches": 2, "seeds": 1},
-}
-BATCH_SIZE = 32
+#: Every model's recurrent layer has this name, so TensorBoard overlays the variants' gates.
+LAYER_NAME = "rnn"
+#: The variants of the default run.
+DEFAULT_VARIANTS = ("lstm", "peephole", "cifg", "gru", BASELINE)
+DEFAULT_TASK = "adding"
+#: Held-out sequences scored at every evaluation.
 TEST_SIZE = 256
-#: Adam's learning rate, chosen by measurement (see README, "The main job: compare").
-LEARNING_RATE = 0.01
-#: A model has learned the task once its held-out accuracy is this or more at every distance.
-LEARNED = 0.95
-#: XLA compiles one program per sentence length: minutes under load, for little gain here.
+#: Sequences of the GateStatistics probe batch.
+PROBE_SIZE = 8
+#: Longest length accepted (a run at T holds batches of about T steps).
+MAX_LENGTH = 10_000
+MAX_SEED = 2**32 - 1
+#: XLA compiles one program per length: minutes under load, for little gain here.
 JIT_COMPILE = False
-#: Longest distance accepted: one sentence is distance + 2 time steps.
-MAX_DISTANCE = 10_000
 
-
-def variant_names():
-    """The names ``--variants`` accepts, in table order: the variants, then the baseline."""
-    return (*VARIANTS, BASELINE)
+#: Settings of each task's presets, chosen by measurement (docs/main-job.md); command-line
+#: options override them. ``steps``: the most training steps of a run; a run stops earlier
+#: once solved.
+PRESETS = {
+    "adding": {
+        "quick": {
+            "lengths": (5, 10),
+            "steps": 40,
+            "eval_every": 20,
+            "units": 8,
+            "batch_size": 16,
+            "seeds": 1,
+        },
+        "default": {
+            "lengths": (10, 50, 200),
+            "steps": 1000,
+            "eval_every": 100,
+            "units": 32,
+            "seeds": 3,
+        },
+        "full": {
+            "lengths": (10, 50, 100, 200, 500, 1000),
+            "steps": 10000,
+            "eval_every": 250,
+            "units": 128,
+            "seeds": 5,
+        },
+    },
+    "copy": {
+        "quick": {
+            "lengths": (5, 10),
+            "steps": 40,
+            "eval_every": 20,
+            "units": 8,
+            "batch_size": 16,
+            "seeds": 1,
+        },
+        "default": {
+            "lengths": (5, 20, 50),
+            "steps": 1000,
+            "eval_every": 100,
+            "units": 32,
+            "seeds": 3,
+        },
+        "full": {
+            "lengths": (10, 50, 100, 200, 500, 1000),
+            "steps": 10000,
+            "eval_every": 250,
+            "units": 128,
+            "seeds": 5,
+        },
+    },
+    "agreement": {
+        "quick": {
+            "lengths": (5, 10),
+            "steps": 40,
+            "eval_every": 20,
+            "units": 8,
+            "batch_size": 16,
+            "seeds": 1,
+        },
+        "default": {
+            "lengths": (5, 50, 200),
+            "steps": 1000,
+            "eval_every": 100,
+            "units": 32,
+            "seeds": 3,
+        },
+        "full": {
+            "lengths": (5, 50, 100, 200, 500, 1000),
+            "steps": 10000,
+            "eval_every": 250,
+            "units": 128,
+            "seeds": 5,
+        },
+    },
+}
+#: Values a preset leaves out.
+COMMON = {"batch_size": 32, "learning_rate": 0.01}
 
 
 def configure(parser):
     parser.add_argument(
+        "--task",
+        default=DEFAULT_TASK,
+        help=f"one of: {', '.join(TASKS)}, or all (one after the other; default: %(default)s)",
+    )
+    parser.add_argument(
         "--variants",
-        default=",".join(variant_names()),
-        help="comma-separated, from: %(default)s (default: all)",
+        default=",".join(DEFAULT_VARIANTS),
+        help="comma-separated models: keys of keras_lstm_variants.VARIANTS "
+        f"({', '.join(VARIANTS)}), {BASELINE}, spec strings (greff:NIG, lstm+layer_norm), "
+        "greff (its nine variants) or all (default: %(default)s)",
     )
     parser.add_argument(
+        "--lengths",
         "--distances",
-        help="comma-separated distractor distances, integers >= 1 "
-        f"(default: {','.join(map(str, DEFAULT_DISTANCES))}; --quick: 5,20)",
+        dest="lengths",
+        help="comma-separated lengths T, one run per T (default: the task's preset)",
     )
-    parser.add_argument("--epochs", type=int, help="training epochs (default: 8; --quick: 2)")
+    parser.add_argument("--steps", type=int, help="most training steps of a run")
+    parser.add_argument("--eval-every", type=int, help="training steps between evaluations")
+    parser.add_argument("--units", type=int, help="units of each recurrent layer")
+    parser.add_argument("--batch-size", type=int, help="sequences per training batch")
+    parser.add_argument("--learning-rate", type=float, help="Adam's learning rate")
+    parser.add_argument("--seeds", type=int, help="train each model from this many seeds")
+    parser.add_argument("--seed", type=int, default=0, help="first random seed (default: 0)")
     parser.add_argument(
-        "--units", type=int, help="units of each recurrent layer (default: 32; --quick: 8)"
+        "--curriculum",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="agreement only: train a run at T on an equal mix of every length <= T of "
+        "--lengths (the old compare) instead of T alone (default: --no-curriculum)",
+    )
+    parser.add_argument(
+        "--export",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="export each first-seed model as a SavedModel (needs TensorFlow; "
+        "default: on with the TensorFlow backend)",
+    )
+    parser.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write TensorBoard logs and GateStatistics of each first-seed model (needs "
+        "TensorFlow; default: on where it is installed)",
     )
     parser.add_argument(
         "--out", default="compare-out", help="output directory (default: %(default)s)"
     )
-    parser.add_argument("--quick", action="store_true", help="a small run of about a minute")
-    parser.add_argument(
-        "--seeds", type=int, help="train each model from this many seeds (default: 3; --quick: 1)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="first random seed (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=float,
-        default=LEARNING_RATE,
-        help="Adam's learning rate (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--task", default="agreement", help=f"one of: {', '.join(TASKS)} (default: %(default)s)"
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a smoke run of about 30 seconds")
+    size.add_argument(
+        "--full", action="store_true", help="T up to 1000: hours on a CPU (docs/main-job.md)"
     )
 
 
 # ------------------------------------------------------------------------------ arguments
+def greff_variants():
+    """The nine Greff et al. configurations as specs, where the package has them."""
+    import keras_lstm_variants as klv
+
+    return [f"greff:{name}" for name in getattr(klv, "GREFF_VARIANTS", ())]
+
+
 def parse_variants(text):
-    known = variant_names()
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in known]
-    if unknown or not names:
-        raise UsageError(
-            f"--variants: unknown variant {', '.join(map(repr, unknown)) or '(none given)'}; "
-            f"choose from {', '.join(known)}"
-        )
+    """The model specs of ``--variants``, checked by constructing each layer once."""
+    known = ", ".join([*VARIANTS, BASELINE, "greff", "all"])
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise UsageError(f"--variants: no model given; choose from {known}")
+    names = []
+    for item in items:
+        lowered = item.lower()
+        if lowered == "all":
+            names += [*VARIANTS, BASELINE]
+        elif lowered == "greff" and greff_variants():
+            names += greff_variants()
+        elif lowered == BASELINE:
+            names.append(BASELINE)
+        else:
+            try:
+                name, kwargs = parse_spec(item)
+                VARIANTS[name][1](2, **kwargs)
+            except (ValueError, TypeError) as error:
+                raise UsageError(f"--variants: {item!r}: {error} (models: {known})") from None
+            head, *options = item.split("+")
+            names.append("+".join([head.strip().lower(), *(o.strip() for o in options)]))
     return list(dict.fromkeys(names))
 
 
-def parse_distances(text):
+def parse_lengths(text, task):
     try:
-        distances = [int(part) for part in text.split(",")]
+        lengths = [int(part) for part in text.split(",")]
     except ValueError:
-        distances = []
-    if not distances or any(not 1 <= d <= MAX_DISTANCE for d in distances):
+        lengths = []
+    if not lengths or any(not task.min_length <= t <= MAX_LENGTH for t in lengths):
         raise UsageError(
-            f"--distances: expected comma-separated integers from 1 to {MAX_DISTANCE}; "
-            f"received {text!r}"
+            f"--lengths: expected comma-separated integers from {task.min_length} to "
+            f"{MAX_LENGTH} for task {task.name}; received {text!r}"
         )
-    return sorted(set(distances))
+    return sorted(set(lengths))
 
 
 def check_positive(option, value):
@@ -134,16 +255,29 @@ def check_positive(option, value):
     return value
 
 
-def check_task(name):
-    if name not in TASKS:
-        raise UsageError(f"--task: unknown task {name!r}; choose from {', '.join(TASKS)}")
-    return name
-
-
 def check_learning_rate(value):
     if not 0 < value < 1:  # also rejects nan
         raise UsageError(f"--learning-rate: must be between 0 and 1; received {value}")
     return value
+
+
+def check_seeds(first, count):
+    if not 0 <= first <= MAX_SEED:
+        raise UsageError(f"--seed: must be an integer from 0 to {MAX_SEED}; received {first}")
+    if first + count - 1 > MAX_SEED:
+        raise UsageError(
+            f"--seeds: seeds {first} to {first + count - 1} pass the largest seed {MAX_SEED}; "
+            "lower --seed or --seeds"
+        )
+    return list(range(first, first + count))
+
+
+def check_tasks(name):
+    if name == "all":
+        return list(TASKS)
+    if name not in TASKS:
+        raise UsageError(f"--task: unknown task {name!r}; choose from {', '.join(TASKS)}, all")
+    return [name]
 
 
 def prepare_out(path):
@@ -164,91 +298,172 @@ def require_matplotlib():
         import matplotlib
     except ImportError:
         raise UsageError(
-            "the accuracy plot needs matplotlib, which is not installed; install it with "
+            "the plot needs matplotlib, which is not installed; install it with "
             'pip install "keras-lstm-variants[examples]" (or pip install matplotlib)'
         ) from None
     matplotlib.use("Agg")
 
 
+def tensorflow_available():
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def settings(args):
-    """The validated settings of a run, from the command line over the preset."""
-    preset = PRESETS["quick" if args.quick else "default"]
-    seeds = check_positive("--seeds", preset["seeds"] if args.seeds is None else args.seeds)
-    return {
-        "task": check_task(args.task),
-        "variants": parse_variants(args.variants),
-        "distances": (
-            parse_distances(args.distances) if args.distances else list(preset["distances"])
-        ),
-        "epochs": check_positive(
-            "--epochs", preset["epochs"] if args.epochs is None else args.epochs
-        ),
-        "units": check_positive("--units", preset["units"] if args.units is None else args.units),
-        "batches": preset["batches"],
-        "seeds": list(range(args.seed, args.seed + seeds)),
-        "learning_rate": check_learning_rate(args.learning_rate),
-        "out": prepare_out(args.out),
-    }
+    """The validated settings of a run, one dict per task, from the command line over the
+    task's preset; raises :class:`UsageError` before any work."""
+    preset_name = "quick" if args.quick else "full" if args.full else "default"
+    tasks = check_tasks(args.task)
+    if args.curriculum and "agreement" not in tasks:
+        raise UsageError("--curriculum: only the agreement task has one; use --task agreement")
+    variants = parse_variants(args.variants)
+    has_tensorflow = tensorflow_available()
+    export = args.export
+    if export and not has_tensorflow:
+        raise UsageError("--export: SavedModel export needs TensorFlow, which is not installed")
+    if args.tensorboard and not has_tensorflow:
+        print("compare: note: TensorFlow is not installed: no TensorBoard logs or GateStatistics")
+    if export is None:
+        export = has_tensorflow and keras.backend.backend() == "tensorflow"
+    configs = []
+    for name in tasks:
+        task = TASKS[name]
+        preset = {**COMMON, **PRESETS[name][preset_name]}
+
+        def option(key, flag, preset=preset):
+            value = getattr(args, key)
+            return check_positive(flag, preset[key] if value is None else value)
+
+        steps, eval_every = option("steps", "--steps"), option("eval_every", "--eval-every")
+        if eval_every > steps:
+            raise UsageError(f"--eval-every: {eval_every} is more than --steps {steps}")
+        lengths = (
+            list(preset["lengths"]) if args.lengths is None else parse_lengths(args.lengths, task)
+        )
+        learning_rate = (
+            preset["learning_rate"] if args.learning_rate is None else (args.learning_rate)
+        )
+        configs.append(
+            {
+                "task": name,
+                "preset": preset_name,
+                "variants": variants,
+                "lengths": lengths,
+                "steps": steps,
+                "eval_every": eval_every,
+                "units": option("units", "--units"),
+                "batch_size": option("batch_size", "--batch-size"),
+                "learning_rate": check_learning_rate(learning_rate),
+                "seeds": check_seeds(args.seed, option("seeds", "--seeds")),
+                "curriculum": bool(args.curriculum and name == "agreement"),
+                "logs": bool(args.tensorboard and has_tensorflow),
+                "export": export,
+                "backend": keras.backend.backend(),
+            }
+        )
+    return configs
 
 
 # ------------------------------------------------------------------------------- training
-def build_model(name, units, features, learning_rate=LEARNING_RATE):
-    """``Input(features) -> name's recurrent layer(units) -> Dense(1, sigmoid)``, compiled."""
-    if name == BASELINE:
-        recurrent = keras.layers.SimpleRNN(units, name=name)
+def build_model(task, spec, units, learning_rate=COMMON["learning_rate"]):
+    """``Input -> spec's recurrent layer "rnn"(units) -> task's Dense head``, compiled."""
+    sequences = {"return_sequences": True} if task.per_step else {}
+    if spec == BASELINE:
+        recurrent = keras.layers.SimpleRNN(units, name=LAYER_NAME, **sequences)
     else:
-        recurrent = VARIANTS[name][1](units, name=name)
+        name, kwargs = parse_spec(spec)
+        recurrent = VARIANTS[name][1](units, name=LAYER_NAME, **kwargs, **sequences)
     model = keras.Sequential(
         [
-            keras.Input((None, features), name="sentence"),
+            keras.Input((None, task.features), name="sequence"),
             recurrent,
-            keras.layers.Dense(1, activation="sigmoid", name="plural_verb"),
+            keras.layers.Dense(task.outputs, activation=task.activation, name="head"),
         ],
-        name=name,
+        name=re.sub(r"[^A-Za-z0-9_]", "_", spec),
     )
-    model.compile(
-        keras.optimizers.Adam(learning_rate),
-        "binary_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=JIT_COMPILE,
-    )
+    model.compile(keras.optimizers.Adam(learning_rate), task.loss, jit_compile=JIT_COMPILE)
     return model
 
 
-def training_batches(task, distances, batches, seed):
-    """``batches`` batches of :data:`BATCH_SIZE` sentences of ``task`` per distance, one
-    distance each."""
-    result = []
-    for distance in distances:
-        x, y = task.data(distance, batches * BATCH_SIZE, seed=[seed, distance, 0])
-        y = y.astype("float32")[:, None]
-        result += [
-            (x[i : i + BATCH_SIZE], y[i : i + BATCH_SIZE]) for i in range(0, len(x), BATCH_SIZE)
-        ]
-    return result
+class Batches(keras.utils.PyDataset):
+    """Fresh training batches of ``task``: ``steps`` per epoch, drawn from ``seed`` and the
+    global step number, so every model of a seed sees the same batches in the same order.
+    With several ``lengths`` (the agreement curriculum), step ``k`` has length
+    ``lengths[k % len(lengths)]``."""
+
+    def __init__(self, task, lengths, batch_size, steps, seed):
+        super().__init__()
+        self.task, self.lengths, self.batch_size = task, list(lengths), batch_size
+        self.steps, self.seed, self.epoch = steps, seed, 0
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, index):
+        step = self.epoch * self.steps + index
+        length = self.lengths[step % len(self.lengths)]
+        return self.task.data(length, self.batch_size, seed=[self.seed, length, 0, step])
+
+    def on_epoch_end(self):
+        self.epoch += 1
 
 
-def as_dataset(batches, seed, features):
-    """``batches`` as a ``tf.data`` pipeline, shuffled anew each epoch from ``seed``.
+def held_out(task, length, seed, size=TEST_SIZE):
+    """The held-out sequences of ``task`` at ``length`` (another stream than training's)."""
+    return task.data(length, size, seed=[seed, length, 1, 0])
 
-    Built afresh for each model, so every model sees the same batches in the same order.
-    """
-    rng = np.random.default_rng([seed, 1])
 
-    def shuffled():
-        for index in rng.permutation(len(batches)):
-            yield batches[index]
+def probe_batch(task, length, seed):
+    """The GateStatistics probe: :data:`PROBE_SIZE` other sequences at ``length``."""
+    return task.data(length, PROBE_SIZE, seed=[seed, length, 2, 0])[0]
 
-    signature = (
-        tf.TensorSpec((None, None, features), tf.float32),
-        tf.TensorSpec((None, 1), tf.float32),
-    )
-    dataset = tf.data.Dataset.from_generator(shuffled, output_signature=signature)
-    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
+
+class Evaluator(keras.callbacks.Callback):
+    """After each epoch of ``eval_every`` steps: the held-out loss and metric at ``length``,
+    printed, kept in ``history`` and (with ``log_dir``) written to TensorBoard as
+    ``held_out/loss`` and ``held_out/<metric>`` at step = training steps; stops training once
+    the task is solved."""
+
+    def __init__(self, task, length, seed, eval_every, log_dir=None):
+        super().__init__()
+        self.task, self.eval_every = task, eval_every
+        self.x, self.y = held_out(task, length, seed)
+        self.log_dir, self.history, self.solved_at = log_dir, [], None
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = (epoch + 1) * self.eval_every
+        loss, metric = self.task.score(self.model.predict_on_batch(self.x), self.y)
+        self.history.append({"step": step, "loss": loss, "metric": metric})
+        solved = self.task.solved(metric)
+        if solved and self.solved_at is None:
+            self.solved_at = step
+            self.model.stop_training = True
+        print(
+            f"  step {step}: held-out loss {loss:.4g}, {self.task.metric} {metric:.4g}"
+            + (" (solved)" if solved else ""),
+            flush=True,
+        )
+        if self.log_dir:
+            write_scalars(
+                os.path.join(self.log_dir, "held_out"),
+                step,
+                {"held_out/loss": loss, f"held_out/{self.task.metric.replace(' ', '_')}": metric},
+            )
+
+
+def write_scalars(log_dir, step, values):
+    import tensorflow as tf
+
+    with tf.summary.create_file_writer(log_dir).as_default(step=step):
+        for tag, value in values.items():
+            tf.summary.scalar(tag, value)
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Records the wall-clock seconds of each training epoch."""
+    """Records the wall-clock seconds of each training epoch (before other callbacks' work)."""
 
     def __init__(self):
         super().__init__()
@@ -261,225 +476,288 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def seconds_per_epoch(seconds):
-    """The median epoch time, leaving out the first epoch (graph tracing) when there are more."""
-    return float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
+def ms_per_step(seconds, steps):
+    """The median epoch time per step, leaving out the first epoch (tracing) when there are
+    more."""
+    return 1000 * float(np.median(seconds[1:] if len(seconds) > 1 else seconds)) / steps
 
 
-def held_out(task, distance, seed):
-    """The :data:`TEST_SIZE` held-out sentences of ``task`` at ``distance`` (another seed than
-    training's)."""
-    return task.data(distance, TEST_SIZE, seed=[seed, distance, 1])
+def directory_name(spec):
+    return re.sub(r"[^A-Za-z0-9_.+=-]", "-", spec)
 
 
-class HeldOutAccuracy(keras.callbacks.Callback):
-    """After each epoch, the accuracy on the held-out sentences at each distance.
-
-    Keeps one ``{distance: accuracy}`` per epoch in ``history`` and prints it (progress). With
-    a ``log_dir``, it writes the TensorBoard scalars ``held_out/accuracy_d<distance>``
-    (step = epoch) to the run ``<log_dir>/held_out``; at the end of training, the last epoch's
-    accuracies as ``test/accuracy_by_distance`` (step = distance) to the run ``<log_dir>/test``.
-    """
-
-    def __init__(self, task, distances, seed, log_dir=None):
-        super().__init__()
-        self.data = {distance: held_out(task, distance, seed) for distance in distances}
-        self.features = task.features
-        self.log_dir = log_dir
-        self.writer = log_dir and tf.summary.create_file_writer(os.path.join(log_dir, "held_out"))
-        self.history = []
-
-    def set_model(self, model):
-        super().set_model(model)
-        # One graph for every sentence length (model.predict would retrace for each).
-        sentences = tf.TensorSpec((None, None, self.features), tf.float32)
-        self.forward = tf.function(lambda x: model(x, training=False), input_signature=[sentences])
-
-    def on_epoch_end(self, epoch, logs=None):
-        accuracy = {}
-        for distance, (x, y) in self.data.items():
-            predicted = self.forward(x).numpy()[:, 0] > 0.5
-            accuracy[distance] = float(np.mean(predicted == y))
-        self.history.append(accuracy)
-        print("  held-out accuracy: " + format_accuracy(accuracy), flush=True)
-        if not self.writer:
-            return
-        with self.writer.as_default(step=epoch):
-            for distance, value in accuracy.items():
-                tf.summary.scalar(f"held_out/accuracy_d{distance}", value)
-        self.writer.flush()
-
-    def on_train_end(self, logs=None):
-        if not self.writer:
-            return
-        self.writer.close()
-        with tf.summary.create_file_writer(os.path.join(self.log_dir, "test")).as_default():
-            for distance, value in self.history[-1].items():
-                tf.summary.scalar("test/accuracy_by_distance", value, step=distance)
-
-    def learned_at(self):
-        """The first epoch (from 1) with accuracy >= :data:`LEARNED` at every distance, or None."""
-        for epoch, accuracy in enumerate(self.history, 1):
-            if min(accuracy.values()) >= LEARNED:
-                return epoch
-        return None
-
-
-def format_accuracy(accuracy):
-    return ", ".join(f"d={distance}: {100 * value:.1f}%" for distance, value in accuracy.items())
-
-
-def probe_batch(task, distances, seed, size=8):
-    """The GateStatistics probe: ``size`` test sentences at the longest distance up to 50."""
-    distance = max([d for d in distances if d <= 50] or [min(distances)])
-    return task.data(distance, size, seed=[seed, distance, 2])[0]
-
-
-def train_variant(name, config, seed, batches, log=False):
-    """Train and score one model from ``seed``; with ``log``, also write its TensorBoard logs
-    and GateStatistics and export it. Returns this seed's results."""
-    task, out, distances = TASKS[config["task"]], config["out"], config["distances"]
+def train_run(config, spec, length, seed, out, first_seed):
+    """Train and score one model at one length from one seed; the first seed also writes
+    TensorBoard logs and GateStatistics, and at the longest length exports the model. Returns
+    the run's record."""
+    task = TASKS[config["task"]]
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
     keras.utils.set_random_seed(seed)
-    model = build_model(name, config["units"], task.features, config["learning_rate"])
-    log_dir = os.path.join(out, "tensorboard", name) if log else None
+    model = build_model(task, spec, config["units"], config["learning_rate"])
+    lengths = [t for t in config["lengths"] if t <= length] if config["curriculum"] else [length]
+    data = Batches(task, lengths, config["batch_size"], config["eval_every"], seed)
+    run_name = os.path.join(f"{task.name}-T{length}", directory_name(spec))
+    log_dir = os.path.join(out, "tensorboard", run_name) if first_seed and config["logs"] else None
     timer = EpochTimer()
-    held_out_accuracy = HeldOutAccuracy(task, distances, seed, log_dir)
-    # The timer comes first: its epoch ends before the other callbacks' work.
-    callbacks = [timer, held_out_accuracy]
-    if log:
+    evaluator = Evaluator(task, length, seed, config["eval_every"], log_dir)
+    callbacks = [timer, evaluator]  # the timer first: its epoch ends before the others' work
+    if log_dir:
+        from .gates import GateStatistics
+
         callbacks.append(keras.callbacks.TensorBoard(log_dir))
-    if log and name != BASELINE:  # SimpleRNN has no gates to trace
-        callbacks.append(GateStatistics(log_dir, probe_batch(task, distances, seed)))
-    model.fit(
-        as_dataset(batches, seed, task.features),
-        epochs=config["epochs"],
-        callbacks=callbacks,
-        shuffle=False,  # as_dataset shuffles
-        verbose=2,
-    )
-    if log:
-        os.makedirs(os.path.join(out, "saved_models"), exist_ok=True)
-        export_saved_model(model, os.path.join(out, "saved_models", name))
+        if spec != BASELINE:  # SimpleRNN has no gates to trace
+            callbacks.append(GateStatistics(log_dir, probe_batch(task, length, seed)))
+    model.fit(data, epochs=config["steps"] // config["eval_every"], callbacks=callbacks, verbose=0)
+    if first_seed and config["export"] and length == max(config["lengths"]):
+        from .export import export_saved_model
+
+        path = os.path.join(out, "saved_models", run_name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        export_saved_model(model, path)
+    last = evaluator.history[-1]
     return {
+        "model": spec,
+        "length": length,
         "seed": seed,
         "parameters": int(model.count_params()),
-        "seconds_per_epoch": seconds_per_epoch(timer.seconds),
-        "learned_at_epoch": held_out_accuracy.learned_at(),
-        "accuracy": held_out_accuracy.history[-1],
-        "history": held_out_accuracy.history,
+        "ms_per_step": ms_per_step(timer.seconds, config["eval_every"]),
+        "steps": last["step"],
+        "seconds": time.perf_counter() - wall_start,
+        "cpu_seconds": time.process_time() - cpu_start,
+        "loss": last["loss"],
+        "metric": last["metric"],
+        "solved_at_step": evaluator.solved_at,
+        "history": evaluator.history,
     }
 
 
-def summarize(name, runs, distances):
-    """One variant's row of the results from its runs (one per seed): the median, min and max
-    held-out accuracy at each distance after the last epoch, the median seconds per epoch, and
-    the number of seeds in which it learned the task."""
-    accuracy = np.array([[run["accuracy"][d] for d in distances] for run in runs])
-    return {
-        "variant": name,
-        "parameters": runs[0]["parameters"],
-        "seconds_per_epoch": float(np.median([run["seconds_per_epoch"] for run in runs])),
-        "learned": sum(run["learned_at_epoch"] is not None for run in runs),
-        "seeds": len(runs),
-        "accuracy": dict(zip(distances, np.median(accuracy, 0).tolist())),
-        "min": dict(zip(distances, accuracy.min(0).tolist())),
-        "max": dict(zip(distances, accuracy.max(0).tolist())),
-        "runs": runs,
-    }
+def summarize(runs):
+    """One row per model and length from its runs (one per seed): the median, lowest and
+    highest final loss and metric, the seeds that solved the task and the median steps they
+    took, and the median ms per training step."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((run["model"], run["length"]), []).append(run)
+    rows = []
+    for (model, length), group in groups.items():
+        losses = [run["loss"] for run in group]
+        metrics = [run["metric"] for run in group]
+        solved = [run["solved_at_step"] for run in group if run["solved_at_step"] is not None]
+        rows.append(
+            {
+                "model": model,
+                "length": length,
+                "parameters": group[0]["parameters"],
+                "seeds": len(group),
+                "solved": len(solved),
+                "steps_to_solve": float(np.median(solved)) if solved else None,
+                "loss": float(np.median(losses)),
+                "min_loss": float(min(losses)),
+                "max_loss": float(max(losses)),
+                "metric": float(np.median(metrics)),
+                "ms_per_step": float(np.median([run["ms_per_step"] for run in group])),
+            }
+        )
+    return rows
 
 
 # -------------------------------------------------------------------------------- results
-def format_table(rows, distances):
-    """The results as a Markdown table: variant, parameters, s/epoch, in how many seeds the
-    model learned the task (held-out accuracy >= :data:`LEARNED` at every distance), and the
-    median accuracy over seeds at each distance after the last epoch."""
-    header = ["variant", "parameters", "s/epoch", f"learned (>= {LEARNED:.0%}) in seeds"]
-    header += [f"d={d}" for d in distances]
+def format_metric(task, value):
+    if task.metric == "MSE":
+        return f"{value:.3g}" if value >= 1e-3 else f"{value:.1e}"
+    return f"{100 * value:.1f}%"
+
+
+def format_table(config, rows):
+    """The results of one task as a Markdown table: a row per model, a column per length,
+    each cell the median final held-out metric over seeds, the seeds that solved the task and
+    the median training steps to solve; a last row for the trivial predictor."""
+    task = TASKS[config["task"]]
+    lengths = sorted({row["length"] for row in rows}) or config["lengths"]
+    cells = {(row["model"], row["length"]): row for row in rows}
+    models = [m for m in config["variants"] if any((m, t) in cells for t in lengths)]
+    header = ["model", "parameters", f"ms/step (T={lengths[-1]})"]
+    header += [f"T={t}" for t in lengths]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row["variant"], f"{row['parameters']:,}", f"{row['seconds_per_epoch']:.2f}"]
-        cells.append(f"{row['learned']}/{row['seeds']}")
-        cells += [f"{100 * row['accuracy'][d]:.1f}%" for d in distances]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    for model in models:
+        known = [cells[model, t] for t in lengths if (model, t) in cells]
+        longest = cells.get((model, lengths[-1]))
+        line = [model, f"{known[0]['parameters']:,}"]
+        line.append(f"{longest['ms_per_step']:.1f}" if longest else "")
+        for length in lengths:
+            row = cells.get((model, length))
+            if row is None:
+                line.append("")
+                continue
+            steps = row["steps_to_solve"]
+            solve = f"{row['solved']}/{row['seeds']}" + (f" @ {steps:,.0f}" if steps else "")
+            line.append(f"{format_metric(task, row['metric'])} ({solve})")
+        lines.append("| " + " | ".join(line) + " |")
+    trivial = ["trivial predictor", "", ""]
+    trivial += [format_metric(task, task.chance(t)) for t in lengths]
+    lines.append("| " + " | ".join(trivial) + " |")
+    direction = "<" if task.lower_is_better else ">="
+    legend = (
+        f"{task.description}, {task.length_name}. Each cell: median held-out {task.metric} "
+        f"over seeds at the end of the run (solved, {task.metric} {direction} "
+        f"{format_metric(task, task.threshold)}, in k/N seeds @ median training steps to "
+        f"solve); {config['units']} units, batch {config['batch_size']}, at most "
+        f"{config['steps']:,} steps, Adam {config['learning_rate']}"
+        + (", curriculum" if config["curriculum"] else "")
+        + "."
+    )
+    return f"{legend}\n\n" + "\n".join(lines)
 
 
-def plot(rows, distances, path, title):
-    """Save a PNG, one colour per variant: held-out accuracy against distance after the last
-    epoch (left), and at the longest distance after each epoch (right); each line is the
-    median over seeds, its band spans the lowest to the highest seed."""
+def write_results(out, report):
+    """results.json (settings, rows, every run) and results.md (a table per task), each
+    written to a temporary file first and renamed, so an interruption leaves the last
+    complete version."""
+    for name, text in (
+        ("results.json", json.dumps(report, indent=2)),
+        ("results.md", markdown(report) + "\n"),
+    ):
+        path = os.path.join(out, name)
+        with open(path + ".tmp", "w") as file:
+            file.write(text)
+        os.replace(path + ".tmp", path)
+
+
+def markdown(report):
+    parts = []
+    for entry in report["tasks"].values():
+        parts.append(
+            f"## {entry['settings']['task']}\n\n"
+            + format_table(entry["settings"], entry["results"])
+        )
+    return "\n\n".join(parts)
+
+
+def plot(report, path):
+    """Save a PNG with a row per task: the median final held-out loss against ``T`` (band:
+    lowest to highest seed; dashed: the trivial predictor's loss), and at the longest ``T``
+    each run's held-out loss against training steps (one line per seed)."""
     import matplotlib.pyplot as plt
 
-    figure, (final, learning) = plt.subplots(1, 2, figsize=(12, 4.5))
-    longest = max(distances)
-    handles = []
-    for row in rows:
-        handles += final.plot(distances, [row["accuracy"][d] for d in distances], marker="o")
-        colour = handles[-1].get_color()
-        low, high = ([row[key][d] for d in distances] for key in ("min", "max"))
-        final.fill_between(distances, low, high, color=colour, alpha=0.15, linewidth=0)
-        curves = np.array([[a[longest] for a in run["history"]] for run in row["runs"]])
-        epochs = np.arange(1, curves.shape[1] + 1)
-        learning.plot(epochs, np.median(curves, 0), marker="o", color=colour)
-        learning.fill_between(
-            epochs, curves.min(0), curves.max(0), color=colour, alpha=0.15, linewidth=0
-        )
-    for axes in (final, learning):
-        chance = axes.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-        axes.set_ylim(0, 1.05)
-        axes.set_ylabel("held-out accuracy")
-    final.set_xscale("log")
-    final.set_xticks(distances, [str(d) for d in distances])
-    final.set_xticks([], minor=True)
-    final.set_xlabel("distance: distractor tokens between subject and verb")
-    final.set_title("After the last epoch")
-    learning.set_xlabel("epoch")
-    learning.xaxis.get_major_locator().set_params(integer=True)
-    learning.set_title(f"While training, at distance {longest}")
-    seeds = rows[0]["seeds"]
-    labels = [f"{row['variant']} (learned in {row['learned']}/{seeds})" for row in rows]
-    figure.legend([*handles, chance], [*labels, "chance"], loc="center right")
-    figure.suptitle(f"{title}: median of {seeds} seed{'s' * (seeds > 1)}, band: min to max")
-    figure.tight_layout(rect=(0, 0, 0.82, 1))
-    figure.savefig(path, dpi=100)
+    entries = [entry for entry in report["tasks"].values() if entry["results"]]
+    figure, axes = plt.subplots(len(entries), 2, figsize=(13, 4.2 * len(entries)), squeeze=False)
+    for (final, learning), entry in zip(axes, entries, strict=True):
+        config, rows, runs = entry["settings"], entry["results"], entry["runs"]
+        task = TASKS[config["task"]]
+        lengths = sorted({row["length"] for row in rows})
+        colours = {}
+        for model in config["variants"]:
+            mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["length"])
+            if not mine:
+                continue
+            x = [r["length"] for r in mine]
+            (line,) = final.plot(x, [r["loss"] for r in mine], marker="o", label=model)
+            colours[model] = line.get_color()
+            final.fill_between(
+                x,
+                [r["min_loss"] for r in mine],
+                [r["max_loss"] for r in mine],
+                color=colours[model],
+                alpha=0.15,
+                linewidth=0,
+            )
+        final.plot(lengths, [task.baseline(t) for t in lengths], "k--", label="trivial")
+        final.set_xscale("log")
+        final.set_yscale("log")
+        final.set_xticks(lengths, [str(t) for t in lengths])
+        final.set_xticks([], minor=True)
+        final.set_xlabel(task.length_name)
+        final.set_ylabel("held-out loss (" + task.loss.replace("_", " ") + ")")
+        final.set_title(f"{task.name}: after training (median over seeds)")
+        final.legend(fontsize="small")
+        longest = lengths[-1]
+        for run in runs:
+            if run["length"] != longest:
+                continue
+            steps = [point["step"] for point in run["history"]]
+            losses = [point["loss"] for point in run["history"]]
+            learning.plot(steps, losses, color=colours[run["model"]], alpha=0.8, linewidth=1.2)
+        learning.axhline(task.baseline(longest), color="k", linestyle="--", linewidth=1)
+        learning.set_yscale("log")
+        learning.set_xlabel("training steps (a run stops once solved)")
+        learning.set_ylabel("held-out loss")
+        learning.set_title(f"{task.name}: learning curves at T={longest}, one line per seed")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
     plt.close(figure)
 
 
+def describe(config):
+    return (
+        f"task {config['task']} ({config['preset']}): {len(config['variants'])} models "
+        f"({', '.join(config['variants'])}), T in {config['lengths']}, at most "
+        f"{config['steps']} steps of {config['batch_size']} (evaluated every "
+        f"{config['eval_every']}), {config['units']} units, learning rate "
+        f"{config['learning_rate']}, seeds {', '.join(map(str, config['seeds']))}"
+        + (", curriculum" if config["curriculum"] else "")
+    )
+
+
 def run(args):
-    config = settings(args)
+    configs = settings(args)
     require_matplotlib()
-    out, distances, names, seeds = (
-        config[key] for key in ("out", "distances", "variants", "seeds")
-    )
-    task = TASKS[config["task"]]
-    print(
-        f"compare: task {config['task']}, {len(names)} models ({', '.join(names)}), distances "
-        f"{distances}, {config['epochs']} epochs of {config['batches'] * len(distances)} "
-        f"batches, {config['units']} units, learning rate {config['learning_rate']}, seeds "
-        f"{', '.join(map(str, seeds))} (TensorBoard logs and exported models: seed {seeds[0]}); "
-        f"writing to {out}",
-        flush=True,
-    )
-    begin = time.perf_counter()
-    batches = {seed: training_batches(task, distances, config["batches"], seed) for seed in seeds}
-    runs = {name: [] for name in names}
-    total = len(names) * len(seeds)
-    for number, (seed, name) in enumerate(((s, n) for s in seeds for n in names), 1):
-        print(f"[{number}/{total}] {name}, seed {seed}", flush=True)
-        start = time.perf_counter()
-        runs[name].append(train_variant(name, config, seed, batches[seed], log=seed == seeds[0]))
-        seconds = time.perf_counter() - start
-        print(f"[{number}/{total}] {name}, seed {seed} done in {seconds:.0f} s", flush=True)
-    rows = [summarize(name, runs[name], distances) for name in names]
-    table = format_table(rows, distances)
-    with open(os.path.join(out, "results.md"), "w") as file:
-        file.write(table + "\n")
-    with open(os.path.join(out, "results.json"), "w") as file:
-        json.dump({"settings": config, "results": rows}, file, indent=2)
-    plot(rows, distances, os.path.join(out, "accuracy_vs_distance.png"), task.description)
-    print(f"\n{table}\n")
-    print(f"plot: {os.path.join(out, 'accuracy_vs_distance.png')}")
-    print(f"models (seed {seeds[0]}): {os.path.join(out, 'saved_models')}/<variant>")
-    print(f"TensorBoard (seed {seeds[0]}): tensorboard --logdir {os.path.join(out, 'tensorboard')}")
-    print(f"compare: done in {time.perf_counter() - begin:.0f} s")
+    out = prepare_out(args.out)
+    first = configs[0]
+    if not first["export"] and args.export is None:
+        print(
+            "compare: note: no SavedModel exports on this backend (--export turns them on; "
+            "they need TensorFlow)",
+            flush=True,
+        )
+    for config in configs:
+        print(f"compare: {describe(config)}; writing to {out}", flush=True)
+    report = {"tasks": {}}
+    plan = [
+        (config, spec, length, seed)
+        for config in configs
+        for seed in config["seeds"]
+        for length in config["lengths"]
+        for spec in config["variants"]
+    ]
+    begin, done = time.perf_counter(), 0
+    try:
+        for number, (config, spec, length, seed) in enumerate(plan, 1):
+            entry = report["tasks"].setdefault(
+                config["task"], {"settings": config, "results": [], "runs": []}
+            )
+            label = f"[{number}/{len(plan)}] {config['task']} T={length} {spec}, seed {seed}"
+            print(label, flush=True)
+            start = time.perf_counter()
+            record = train_run(config, spec, length, seed, out, seed == config["seeds"][0])
+            entry["runs"].append(record)
+            entry["results"] = summarize(entry["runs"])
+            write_results(out, report)
+            done += 1
+            outcome = (
+                f"solved at step {record['solved_at_step']}"
+                if record["solved_at_step"]
+                else "not solved"
+            )
+            print(f"{label}: {outcome}, {time.perf_counter() - start:.0f} s", flush=True)
+    except KeyboardInterrupt:
+        for entry in report["tasks"].values():
+            entry["results"] = summarize(entry["runs"])
+        write_results(out, report)
+        print(
+            f"compare: interrupted after {done} of {len(plan)} runs; "
+            f"the finished runs are in {os.path.join(out, 'results.json')}",
+            file=sys.stderr,
+            flush=True,
+        )
+        print(f"\n{markdown(report)}\n", flush=True)
+        return 130
+    plot(report, os.path.join(out, "compare.png"))
+    print(f"\n{markdown(report)}\n")
+    print(f"plot: {os.path.join(out, 'compare.png')}")
+    if first["export"]:
+        print(f"models (first seed, longest T): {os.path.join(out, 'saved_models')}/")
+    if first["logs"]:
+        print(f"TensorBoard (first seed): tensorboard --logdir {os.path.join(out, 'tensorboard')}")
+    minutes = (time.perf_counter() - begin) / 60
+    print(f"compare: done in {math.floor(minutes)} min {60 * (minutes % 1):.0f} s")
     return 0

@@ -1,278 +1,368 @@
-"""``keras-lstm-variants compare`` end to end, its bad-input errors, and the task's labels."""
+"""``keras-lstm-variants compare`` end to end, its bad-input errors, Ctrl-C, and its parts."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from keras_lstm_variants import VARIANTS, cli, compare
-from keras_lstm_variants.tasks import (
-    OBJECTS,
-    SUBJECTS,
-    TASKS,
-    VOCABULARY,
-    agreement_data,
-    decode,
-)
+from keras_lstm_variants.tasks import TASKS
 
-ALL = [*VARIANTS, compare.BASELINE]
-AGREEMENT = TASKS["agreement"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+#: The models of the end-to-end run: a gated variant and the baseline.
+MODELS = ["gru", compare.BASELINE]
 
 
-def run_command(command, timeout=600):
+def run_command(command, timeout=600, env=ENV):
     return subprocess.run(
-        command, capture_output=True, text=True, env=ENV, timeout=timeout, check=False
+        command, capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
-
-
-# --------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    """One ``--quick`` run of every model through the console script."""
-    out = tmp_path_factory.mktemp("compare") / "out"
-    result = run_command(["keras-lstm-variants", "compare", "--quick", "--out", str(out)])
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out, result.stdout
-
-
-def test_quick_prints_the_table_and_progress(quick_run):
-    out, stdout = quick_run
-    for number, name in enumerate(ALL, 1):
-        assert f"[{number}/{len(ALL)}] {name}, seed 0" in stdout  # progress
-        assert "Epoch 2/2" in stdout
-    table = (out / "results.md").read_text()
-    assert table.strip() in stdout
-    assert table.splitlines()[0] == (
-        "| variant | parameters | s/epoch | learned (>= 95%) in seeds | d=5 | d=20 |"
-    )
-    assert stdout.count("held-out accuracy: d=5: ") == 2 * len(ALL)
-    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ALL
-
-
-def test_quick_results_json_matches_the_models(quick_run):
-    out, _ = quick_run
-    results = json.loads((out / "results.json").read_text())["results"]
-    units = compare.PRESETS["quick"]["units"]
-    for row in results:
-        model = compare.build_model(row["variant"], units, len(VOCABULARY))
-        assert row["parameters"] == model.count_params()
-        assert set(row["accuracy"]) == {"5", "20"}
-        assert row["seeds"] == len(row["runs"]) == 1 and row["runs"][0]["seed"] == 0
-        assert row["min"] == row["accuracy"] == row["max"] == row["runs"][0]["accuracy"]
-        # Accuracies are fractions of TEST_SIZE sentences.
-        for accuracy in row["accuracy"].values():
-            assert 0 <= accuracy <= 1 and (accuracy * compare.TEST_SIZE) % 1 < 1e-6
-        assert row["seconds_per_epoch"] > 0
-        assert row["runs"][0]["learned_at_epoch"] in (None, 1, 2)
-        assert row["learned"] == (row["runs"][0]["learned_at_epoch"] is not None)
-
-
-def test_learned_at_is_the_first_epoch_good_at_every_distance():
-    callback = compare.HeldOutAccuracy(AGREEMENT, [5, 50], seed=0)
-    callback.history = [{5: 0.99, 50: 0.6}, {5: 0.96, 50: 0.95}, {5: 1.0, 50: 1.0}]
-    assert callback.learned_at() == 2
-    callback.history = [{5: 1.0, 50: 0.949}]
-    assert callback.learned_at() is None
-
-
-def test_quick_writes_the_plot(quick_run):
-    out, _ = quick_run
-    png = (out / "accuracy_vs_distance.png").read_bytes()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
 
 def _tags(directory):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     accumulator = EventAccumulator(str(directory), size_guidance={"tensors": 0, "scalars": 0})
     accumulator.Reload()
     return accumulator
 
 
-def test_quick_writes_tensorboard_logs_with_gate_statistics(quick_run):
+# --------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One ``--quick --task all`` run of two models through the console script."""
+    out = tmp_path_factory.mktemp("compare") / "out"
+    command = ["keras-lstm-variants", "compare", "--quick", "--task", "all", "--out", str(out)]
+    result = run_command([*command, "--variants", ",".join(MODELS)])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_quick_prints_progress_and_a_table_per_task(quick_run):
+    out, stdout = quick_run
+    lengths = compare.PRESETS["adding"]["quick"]["lengths"]
+    total = len(TASKS) * len(lengths) * len(MODELS)
+    number = 0
+    for task in TASKS:
+        for length in compare.PRESETS[task]["quick"]["lengths"]:
+            for model in MODELS:
+                number += 1
+                assert f"[{number}/{total}] {task} T={length} {model}, seed 0" in stdout
+    assert number == total
+    markdown = (out / "results.md").read_text()
+    assert markdown.strip() in stdout
+    for task in TASKS:
+        assert f"## {task}" in markdown
+    header = "| model | parameters | ms/step (T=10) | T=5 | T=10 |"
+    assert markdown.count(header) == len(TASKS)
+    for model in [*MODELS, "trivial predictor"]:
+        assert markdown.count(f"| {model} |") == len(TASKS)
+
+
+def test_quick_results_json_holds_every_run_and_its_summary(quick_run):
+    out, _ = quick_run
+    report = json.loads((out / "results.json").read_text())
+    assert list(report["tasks"]) == list(TASKS)
+    for name, entry in report["tasks"].items():
+        task, settings = TASKS[name], entry["settings"]
+        assert settings["variants"] == MODELS and settings["preset"] == "quick"
+        assert len(entry["runs"]) == len(MODELS) * len(settings["lengths"])
+        for run in entry["runs"]:
+            model = compare.build_model(task, run["model"], settings["units"])
+            assert run["parameters"] == model.count_params()
+            steps = [point["step"] for point in run["history"]]
+            every = settings["eval_every"]
+            assert steps == list(range(every, every * len(steps) + 1, every))
+            assert steps[-1] == settings["steps"] or run["solved_at_step"] == steps[-1]
+            assert (run["loss"], run["metric"]) == (
+                run["history"][-1]["loss"],
+                run["history"][-1]["metric"],
+            )
+            assert (run["solved_at_step"] is not None) == task.solved(run["metric"])
+        for row in entry["results"]:
+            (run,) = [
+                r
+                for r in entry["runs"]
+                if (r["model"], r["length"]) == (row["model"], row["length"])
+            ]
+            assert row["loss"] == row["min_loss"] == row["max_loss"] == run["loss"]
+            assert row["solved"] == (run["solved_at_step"] is not None)
+
+
+def test_quick_writes_the_plot(quick_run):
+    out, _ = quick_run
+    png = (out / "compare.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_quick_logs_overlay_the_variants_on_one_tag_per_gate(quick_run):
+    """Every model's layer is "rnn": the same tag in every variant's run (issue 15)."""
+    out, _ = quick_run
+    for task in TASKS:
+        for length in compare.PRESETS[task]["quick"]["lengths"]:
+            runs = out / "tensorboard" / f"{task}-T{length}"
+            for model in MODELS:
+                assert list((runs / model / "train").glob("events.out.tfevents.*"))
+                held_out = _tags(runs / model / "held_out").Tags()["tensors"]
+                assert "held_out/loss" in held_out
+            gates = _tags(runs / "gru" / "gates").Tags()["tensors"]
+            for gate in VARIANTS["gru"][0].gate_names:
+                assert f"gates/{compare.LAYER_NAME}/{gate}/right_saturated" in gates
+            assert not (runs / compare.BASELINE / "gates").exists()  # SimpleRNN has no gates
+
+
+def test_quick_exports_the_longest_length_and_it_reproduces_the_score(quick_run):
     import tensorflow as tf
 
     out, _ = quick_run
-    for name in ALL:
-        run = out / "tensorboard" / name
-        assert list((run / "train").glob("events.out.tfevents.*"))
-        final = _tags(run / "test").Tensors("test/accuracy_by_distance")
-        assert [event.step for event in final] == [5, 20]
-        per_epoch = _tags(run / "held_out").Tensors("held_out/accuracy_d20")
-        assert [event.step for event in per_epoch] == [0, 1]
-        assert tf.make_ndarray(per_epoch[-1].tensor_proto) == pytest.approx(
-            tf.make_ndarray(final[-1].tensor_proto)
-        )
-        gates = run / "gates"
-        if name == compare.BASELINE:
-            assert not gates.exists()  # SimpleRNN has no gates
-            continue
-        tags = _tags(gates).Tags()["tensors"]
-        cell = VARIANTS[name][0]
-        for gate in cell.gate_names:
-            assert f"gates/{name}/{gate}/mean" in tags
-            assert f"gates/{name}/{gate}/right_saturated" in tags
-
-
-def test_quick_exports_models_that_load_and_agree_with_the_table(quick_run):
-    import tensorflow as tf
-
-    out, _ = quick_run
-    results = {
-        row["variant"]: row for row in json.loads((out / "results.json").read_text())["results"]
-    }
-    x, y = compare.held_out(AGREEMENT, 5, seed=0)  # the sentences compare scored
-    for name in ALL:
-        path = out / "saved_models" / name
-        assert (path / "saved_model.pb").exists()
-        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        probabilities = serve(tf.constant(x))["output"].numpy()
-        assert probabilities.shape == (len(x), 1) and np.all(
-            (0 < probabilities) & (probabilities < 1)
-        )
-        # The trained model's accuracy; a prediction within float rounding of 0.5 may flip.
-        accuracy = np.mean((probabilities[:, 0] > 0.5) == y)
-        borderline = np.sum(np.abs(probabilities - 0.5) < 1e-5)
-        expected = results[name]["accuracy"]["5"]
-        assert abs(accuracy - expected) <= borderline / len(x) + 1e-9
-
-
-def test_python_dash_m_runs_compare_over_seeds_logging_the_first(tmp_path):
-    out = tmp_path / "out"
-    result = run_command(
-        [
-            sys.executable,
-            "-m",
-            "keras_lstm_variants",
-            "compare",
-            "--quick",
-            "--variants",
-            "cifg",
-            "--distances",
-            "6",
-            "--epochs",
-            "1",
-            "--seeds",
-            "2",
-            "--seed",
-            "3",
-            "--learning-rate",
-            "0.02",
-            "--out",
-            str(out),
-        ]
+    report = json.loads((out / "results.json").read_text())
+    exported = sorted(
+        os.path.relpath(root, out / "saved_models")
+        for root, _, files in os.walk(out / "saved_models")
+        if "saved_model.pb" in files
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "[1/2] cifg, seed 3" in result.stdout and "[2/2] cifg, seed 4" in result.stdout
-    assert "| cifg |" in result.stdout
-    document = json.loads((out / "results.json").read_text())
-    assert document["settings"]["learning_rate"] == 0.02
-    (row,) = document["results"]
-    assert [run["seed"] for run in row["runs"]] == [3, 4] and row["seeds"] == 2
-    accuracies = [run["accuracy"]["6"] for run in row["runs"]]
-    assert row["accuracy"]["6"] == pytest.approx(np.median(accuracies))
-    assert (row["min"]["6"], row["max"]["6"]) == (min(accuracies), max(accuracies))
-    # TensorBoard logs and the export of the first seed only: one held-out event, at epoch 0.
-    assert [
-        e.step
-        for e in _tags(out / "tensorboard" / "cifg" / "held_out").Tensors("held_out/accuracy_d6")
-    ] == [0]
-    assert (out / "saved_models" / "cifg" / "saved_model.pb").exists()
-    assert sorted(os.listdir(out / "saved_models")) == ["cifg"]
+    assert exported == sorted(f"{task}-T10/{model}" for task in TASKS for model in MODELS)
+    for name, entry in report["tasks"].items():
+        task = TASKS[name]
+        x, y = compare.held_out(task, 10, seed=0)  # the sequences compare scored
+        for model in MODELS:
+            serve = tf.saved_model.load(str(out / "saved_models" / f"{name}-T10" / model))
+            predicted = serve.signatures["serving_default"](tf.constant(x))["output"].numpy()
+            loss, _ = task.score(predicted, y)
+            (run,) = [r for r in entry["runs"] if (r["model"], r["length"]) == (model, 10)]
+            assert loss == pytest.approx(run["loss"], rel=1e-4, abs=1e-6)
 
 
-def test_summarize_takes_median_min_max_and_counts_learned_seeds():
+# ------------------------------------------------------------------ JAX, no TensorFlow
+WITHOUT_TENSORFLOW = """
+import sys
+sys.modules["tensorflow"] = None  # `import tensorflow` fails, as where it is not installed
+from keras_lstm_variants.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_compare_runs_on_jax_without_tensorflow(tmp_path):
+    pytest.importorskip("jax")
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", WITHOUT_TENSORFLOW, "compare", "--quick", "--out", str(out)]
+    command += ["--variants", "gru", "--lengths", "4", "--steps", "20", "--eval-every", "10"]
+    env = {**ENV, "KERAS_BACKEND": "jax"}
+    result = run_command(command, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "note: TensorFlow is not installed: no TensorBoard logs" in result.stdout
+    assert "note: no SavedModel exports on this backend" in result.stdout
+    report = json.loads((out / "results.json").read_text())
+    (run,) = report["tasks"]["adding"]["runs"]
+    assert report["tasks"]["adding"]["settings"]["backend"] == "jax"
+    assert [point["step"] for point in run["history"]] == [10, 20] or run["solved_at_step"]
+    assert (out / "compare.png").exists()
+    assert not (out / "tensorboard").exists() and not (out / "saved_models").exists()
+    # Asking for an export there is an error, before any work.
+    result = run_command([*command, "--export"], env=env)
+    assert result.returncode == 2 and "--export: SavedModel export needs TensorFlow" in (
+        result.stderr
+    )
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+def test_ctrl_c_stops_cleanly_with_the_finished_runs(tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "keras_lstm_variants", "compare", "--quick", "--out", str(out)]
+    command += ["--variants", "simplernn", "--lengths", "5,6,7,8,9", "--steps", "400"]
+    command += ["--eval-every", "20", "--no-tensorboard", "--no-export"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+    )
+    lines = []
+    deadline = time.monotonic() + 300
+    try:
+        for line in process.stdout:  # wait until the first run has finished
+            lines.append(line)
+            if line.startswith("[1/5] adding T=5 simplernn, seed 0:"):
+                break
+            assert time.monotonic() < deadline, "".join(lines)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    message = [line for line in stderr.splitlines() if "compare: interrupted" in line]
+    assert len(message) == 1 and "of 5 runs" in message[0]
+    report = json.loads((out / "results.json").read_text())
+    runs = report["tasks"]["adding"]["runs"]
+    assert 1 <= len(runs) < 5 and runs[0]["length"] == 5
+    assert "| simplernn |" in stdout  # the partial table
+
+
+def test_results_are_written_after_every_run(tmp_path, monkeypatch):
+    """A crash (here Ctrl-C on the third run) keeps the two runs that finished."""
+    calls = []
+
+    def fake_run(config, spec, length, seed, out, first_seed):
+        calls.append((spec, length, seed, first_seed))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return {
+            "model": spec,
+            "length": length,
+            "seed": seed,
+            "parameters": 3,
+            "ms_per_step": 1.0,
+            "loss": 0.1 * len(calls),
+            "metric": 0.1 * len(calls),
+            "solved_at_step": None,
+            "history": [{"step": 10, "loss": 0.1, "metric": 0.1}],
+        }
+
+    monkeypatch.setattr(compare, "train_run", fake_run)
+    arguments = ["compare", "--quick", "--variants", "lstm,gru", "--seeds", "2", "--seed", "7"]
+    code = cli.main([*arguments, "--out", str(tmp_path)])
+    assert code == 130
+    assert calls == [("lstm", 5, 7, True), ("gru", 5, 7, True), ("lstm", 10, 7, True)]
+    runs = json.loads((tmp_path / "results.json").read_text())["tasks"]["adding"]["runs"]
+    assert [(run["model"], run["loss"]) for run in runs] == [("lstm", 0.1), ("gru", 0.2)]
+    assert "| lstm |" in (tmp_path / "results.md").read_text()
+
+
+# ------------------------------------------------------------------------------ the parts
+def test_summarize_takes_median_min_max_and_counts_solved_seeds():
     rng = np.random.default_rng(0)
-    distances = [5, 50]
     runs = []
     for seed in range(5):
-        accuracy = dict(zip(distances, rng.uniform(0.9, 1.0, size=2).tolist()))
-        learned = 1 if min(accuracy.values()) >= compare.LEARNED else None
-        runs.append(
-            {
-                "seed": seed,
-                "parameters": 7,
-                "seconds_per_epoch": seed + 1.0,
-                "learned_at_epoch": learned,
-                "accuracy": accuracy,
-            }
-        )
-    row = compare.summarize("lstm", runs, distances)
-    for d in distances:
-        values = sorted(run["accuracy"][d] for run in runs)
-        assert (row["min"][d], row["accuracy"][d], row["max"][d]) == (
-            values[0],
-            values[2],
-            values[4],
-        )
-    assert row["learned"] == sum(min(run["accuracy"].values()) >= 0.95 for run in runs)
-    assert 0 < row["learned"] < 5  # this draw has both kinds of seed
-    assert (row["seconds_per_epoch"], row["seeds"], row["parameters"]) == (3.0, 5, 7)
+        for length in (10, 50):
+            solved_at = int(rng.integers(1, 10)) * 100 if rng.random() < 0.6 else None
+            runs.append(
+                {
+                    "model": "lstm",
+                    "length": length,
+                    "seed": seed,
+                    "parameters": 7,
+                    "ms_per_step": float(seed + length),
+                    "loss": float(rng.random()),
+                    "metric": float(rng.random()),
+                    "solved_at_step": solved_at,
+                }
+            )
+    rows = {row["length"]: row for row in compare.summarize(runs)}
+    for length, row in rows.items():
+        mine = [run for run in runs if run["length"] == length]
+        losses = sorted(run["loss"] for run in mine)
+        assert (row["min_loss"], row["loss"], row["max_loss"]) == (losses[0], losses[2], losses[4])
+        assert row["metric"] == sorted(run["metric"] for run in mine)[2]
+        solved = [run["solved_at_step"] for run in mine if run["solved_at_step"] is not None]
+        assert row["solved"] == len(solved) and row["seeds"] == 5
+        assert row["steps_to_solve"] == (np.median(solved) if solved else None)
+        assert row["ms_per_step"] == 2.0 + length
 
 
-def test_build_model_uses_the_learning_rate():
-    model = compare.build_model("gru", 4, len(VOCABULARY), learning_rate=0.02)
-    assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
-    assert model.input_shape == (None, None, len(VOCABULARY))
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_build_model_names_the_layer_rnn_and_puts_the_task_head_on_it(name):
+    task = TASKS[name]
+    for spec in ("cifg", compare.BASELINE):
+        model = compare.build_model(task, spec, 4, learning_rate=0.02)
+        assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
+        assert model.get_layer(compare.LAYER_NAME).units == 4
+        x, y = task.data(6, 3, seed=0)
+        predicted = np.asarray(model.predict_on_batch(x))
+        assert predicted.shape == ((*y.shape, task.outputs) if task.per_step else y.shape)
+        loss, _ = task.score(predicted, y)
+        assert np.isfinite(loss)
+
+
+def test_batches_are_the_same_for_every_model_and_new_each_step():
+    task = TASKS["adding"]
+    a = compare.Batches(task, [7], batch_size=4, steps=3, seed=1)
+    b = compare.Batches(task, [7], batch_size=4, steps=3, seed=1)
+    np.testing.assert_array_equal(a[2][0], b[2][0])
+    assert not np.array_equal(a[0][0], a[1][0])
+    first = a[0][0]
+    a.on_epoch_end()  # the next epoch continues the stream
+    assert not np.array_equal(a[0][0], first)
+    np.testing.assert_array_equal(a[0][0], task.data(7, 4, seed=[1, 7, 0, 3])[0])
+    held_out = compare.held_out(task, 7, seed=1)[0]
+    assert not any(np.array_equal(held_out[:4], a[i][0]) for i in range(3))
+
+
+def test_curriculum_cycles_the_lengths_up_to_t():
+    task = TASKS["agreement"]
+    batches = compare.Batches(task, [5, 20, 50], batch_size=2, steps=6, seed=0)
+    assert [batches[i][0].shape[1] - 2 for i in range(6)] == [5, 20, 50, 5, 20, 50]
+
+
+def test_variants_accept_specs_all_and_greff(monkeypatch):
+    assert compare.parse_variants("lstm, gru,lstm") == ["lstm", "gru"]
+    assert compare.parse_variants("all") == [*VARIANTS, compare.BASELINE]
+    assert compare.parse_variants("simplernn,LSTM") == [compare.BASELINE, "lstm"]
+    import keras_lstm_variants as klv
+
+    monkeypatch.setattr(klv, "GREFF_VARIANTS", ("V", "NIG"), raising=False)
+    monkeypatch.setitem(VARIANTS, "greff", VARIANTS["lstm"])  # stands in for GreffLSTM
+    assert compare.parse_variants("greff,gru") == ["greff:V", "greff:NIG", "gru"]
 
 
 # --------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize(
-    "option, value", [("--variants", "lstm,transformer"), ("--task", "parity")]
-)
-def test_unknown_variant_or_task_exits_2_without_traceback_in_a_subprocess(option, value, tmp_path):
-    result = run_command(
-        [
-            sys.executable,
-            "-m",
-            "keras_lstm_variants",
-            "compare",
-            option,
-            value,
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert option in result.stderr and repr(value.split(",")[-1]) in result.stderr
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+def _must_not_train(*args):
+    raise AssertionError("training started despite bad input")
 
 
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--variants", "lstm,foo"], "--variants: unknown variant 'foo'"),
-        (["--variants", ","], "--variants"),
-        (["--distances", "5,0"], "--distances"),
-        (["--distances", "5,abc"], "--distances"),
-        (["--distances", "-3"], "--distances"),
-        (["--distances", str(compare.MAX_DISTANCE + 1)], "--distances"),
-        (["--epochs", "0"], "--epochs"),
+        (["--variants", "lstm,foo"], "--variants: 'foo'"),
+        (["--variants", ","], "--variants: no model given"),
+        (["--variants", "lstm+no_such_option=3"], "--variants: 'lstm+no_such_option=3'"),
+        (["--lengths", ""], "--lengths"),
+        (["--distances", "5,0"], "--lengths"),
+        (["--lengths", "5,abc"], "--lengths"),
+        (["--lengths", "1"], "--lengths: expected comma-separated integers from 2"),
+        (["--lengths", str(compare.MAX_LENGTH + 1)], "--lengths"),
+        (["--steps", "0"], "--steps"),
+        (["--steps", "10", "--eval-every", "20"], "--eval-every: 20 is more than --steps 10"),
         (["--units", "-1"], "--units"),
+        (["--batch-size", "0"], "--batch-size"),
         (["--seeds", "0"], "--seeds"),
-        (["--task", "Agreement "], "--task: unknown task 'Agreement '; choose from agreement"),
+        (["--seed", "-1"], "--seed: must be an integer from 0 to 4294967295; received -1"),
+        (["--seed", "4294967295", "--seeds", "2"], "--seeds: seeds 4294967295 to 4294967296"),
+        (["--task", "Adding "], "--task: unknown task 'Adding '; choose from adding, copy"),
+        (["--curriculum"], "--curriculum: only the agreement task"),
         (["--learning-rate", "0"], "--learning-rate"),
         (["--learning-rate", "nan"], "--learning-rate"),
     ],
 )
 def test_bad_arguments_exit_2_before_training(arguments, message, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_variant", _must_not_train)
+    monkeypatch.setattr(compare, "train_run", _must_not_train)
     code = cli.main(["compare", "--out", str(tmp_path / "out"), *arguments])
     error = capsys.readouterr().err
     assert code == 2
     assert message in error and "Traceback" not in error
+    assert len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # nothing written before the checks
 
 
-def _must_not_train(*args):
-    raise AssertionError("training started despite bad input")
+def test_seed_at_the_top_of_the_range_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "train_run", _must_not_train)
+    with pytest.raises(AssertionError, match="training started"):
+        cli.main(["compare", "--seed", str(2**32 - 1), "--seeds", "1", "--out", str(tmp_path)])
+
+
+def test_unknown_task_exits_2_without_traceback_in_a_subprocess(tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "keras_lstm_variants", "compare", "--task", "parity"]
+    result = run_command([*command, "--out", str(out)])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--task: unknown task 'parity'" in result.stderr
+    assert not out.exists()
 
 
 def test_unwritable_out_exits_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_variant", _must_not_train)
+    monkeypatch.setattr(compare, "train_run", _must_not_train)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     for out in (blocker, blocker / "sub"):
@@ -282,66 +372,8 @@ def test_unwritable_out_exits_2(tmp_path, capsys, monkeypatch):
 
 
 def test_missing_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_variant", _must_not_train)
+    monkeypatch.setattr(compare, "train_run", _must_not_train)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     assert cli.main(["compare", "--quick", "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "needs matplotlib" in error and "keras-lstm-variants[examples]" in error
-
-
-# ------------------------------------------------------------------------------- the task
-SINGULAR = {pair[0] for pair in SUBJECTS + OBJECTS}
-PLURAL = {pair[1] for pair in SUBJECTS + OBJECTS}
-
-
-def read(x):
-    """Each sentence's words, and its nouns' numbers (1 plural, 0 singular, -1 not a noun)."""
-    words = np.array([decode(sentence) for sentence in x])
-    numbers = np.where(np.isin(words, sorted(PLURAL)), 1, -1)
-    return words, np.where(np.isin(words, sorted(SINGULAR)), 0, numbers)
-
-
-@pytest.mark.parametrize("distance", [1, 2, 5, 37])
-def test_labels_agree_with_the_subject(distance):
-    """An independent reading of each sentence, word by word, gives the generator's labels."""
-    x, y = agreement_data(distance, 64, seed=distance)
-    assert x.shape == (64, distance + 2, len(VOCABULARY))
-    assert np.all(x.sum(-1) == 1)  # one-hot
-    words, numbers = read(x)
-    for sentence, label in zip(words, y):
-        subject = sentence[0]
-        assert subject in {"cat", "cats", "dog", "dogs"} and sentence[-1] == ","
-        assert label == (subject in PLURAL)
-        assert subject.endswith("s") == bool(label)  # "cats" / "dogs" are plural
-    clause = numbers[:, 1:-1]
-    assert np.all((clause >= 0).any(1))  # every clause has a noun
-    if distance > 1:  # ... of both numbers: an agreement attractor, whatever the subject
-        assert np.all((clause == 0).any(1) & (clause == 1).any(1))
-    assert 0.3 < y.mean() < 0.7
-
-
-def test_the_clause_does_not_give_the_label_away():
-    """Subject nouns recur in the clause; the last noun, the majority of nouns and the
-    frequency of every word in the clause are independent of the label."""
-    x, y = agreement_data(50, 2048, seed=1)
-    words, numbers = read(x)
-    clause_words, clause = words[:, 1:-1], numbers[:, 1:-1]
-    assert np.isin(clause_words, ["cat", "cats", "dog", "dogs"]).any(1).mean() > 0.5
-    last_noun = np.array([row[row >= 0][-1] for row in clause])
-    assert 0.45 < np.mean(last_noun == y) < 0.55
-    majority = (clause == 1).sum(1) > (clause == 0).sum(1)
-    assert 0.45 < np.mean(majority == y) < 0.55
-    for word in VOCABULARY:
-        share = [np.mean(clause_words[y == label] == word) for label in (0, 1)]
-        assert abs(share[0] - share[1]) < 0.01, word
-
-
-def test_same_seed_same_sentences_and_bad_arguments():
-    a, b, c = (agreement_data(5, 8, seed=s) for s in (3, 3, 4))
-    np.testing.assert_array_equal(a[0], b[0])
-    assert not np.array_equal(a[0], c[0])
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="`distance`"):
-            agreement_data(bad, 8, seed=0)
-    with pytest.raises(ValueError, match="`size`"):
-        agreement_data(5, 0, seed=0)
