@@ -329,3 +329,288 @@ def test_CIFG_is_the_cifg_cell_under_f_equals_one_minus_i():
         cell.build((None, FEATURES))
     initial = [np.asarray(w) for w in cells[0].weights]
     np.testing.assert_array_equal(cifg_weights_from_greff(initial)[2], cells[1].bias)
+
+
+# ------------------------------------------------------------------ contract
+
+
+def all_variants_model():
+    """Each variant's layer inside ``Bidirectional``, and all nine cells in one
+    ``StackedRNNCells`` (FGR's state has three parts), side by side in one functional model."""
+    inputs = keras.Input((TIME, FEATURES))
+    outputs = [
+        keras.layers.Bidirectional(
+            klv.GreffLSTM(UNITS, variant=variant, return_sequences=True), name=variant.lower()
+        )(inputs)
+        for variant in VARIANTS
+    ]
+    stack = [klv.GreffLSTMCell(UNITS, variant=variant) for variant in VARIANTS]
+    outputs.append(keras.layers.RNN(keras.layers.StackedRNNCells(stack), name="stack")(inputs))
+    return keras.Model(inputs, outputs)
+
+
+def test_wrappers_and_keras_file_round_trip(tmp_path):
+    model = all_variants_model()
+    randomize(model)
+    x, _ = data("V")
+    outputs = [np.asarray(o) for o in model(x)]
+    shapes = [(BATCH, TIME, 2 * UNITS)] * len(VARIANTS) + [(BATCH, UNITS)]
+    assert [o.shape for o in outputs] == shapes
+    assert all(np.isfinite(o).all() for o in outputs)
+
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    for variant in VARIANTS:
+        assert loaded.get_layer(variant.lower()).forward_layer.variant == variant
+    for before, after in zip(model.layers, loaded.layers, strict=True):
+        assert type(before) is type(after)
+        assert [(w.name, w.shape) for w in before.weights] == [
+            (w.name, w.shape) for w in after.weights
+        ]
+    for before, after in zip(outputs, loaded(x), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_weights_of_one_variant_do_not_load_into_another(tmp_path):
+    """V and NIAF have the same weight shapes but not the same equations: loading refuses."""
+
+    def model(variant):
+        layer = klv.GreffLSTM(UNITS, variant=variant)
+        return keras.Sequential([keras.Input((TIME, FEATURES)), layer])
+
+    model("V").save_weights(tmp_path / "v.weights.h5")
+    with pytest.raises(ValueError, match="variant='V'"):
+        model("NIAF").load_weights(tmp_path / "v.weights.h5")
+
+
+def non_default_settings(variant):
+    settings = {
+        "recurrent_activation": "hard_sigmoid",
+        "kernel_initializer": keras.initializers.RandomNormal(stddev=0.3, seed=1),
+        "kernel_regularizer": keras.regularizers.L2(0.01),
+        "recurrent_constraint": keras.constraints.MaxNorm(2.0),
+        "dropout": 0.25,
+        "recurrent_dropout": 0.125,
+        "seed": 5,
+        "unit_forget_bias": False,
+    }
+    if variant != "NP":
+        settings["peephole_initializer"] = "ones"
+        settings["peephole_regularizer"] = keras.regularizers.L1(0.1)
+    if variant == "FGR":
+        settings["gate_recurrent_initializer"] = "zeros"
+        settings["gate_recurrent_constraint"] = keras.constraints.NonNeg()
+    return settings
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_config_round_trip(variant):
+    """get_config/from_config reproduce cells and layers, so they compute the same thing."""
+    settings = non_default_settings(variant)
+    cell = klv.GreffLSTMCell(UNITS, variant=variant, **settings)
+    clone = klv.GreffLSTMCell.from_config(cell.get_config())
+    assert clone.get_config() == cell.get_config()
+    assert cell.get_config()["variant"] == variant and "peepholes" not in cell.get_config()
+
+    layer = klv.GreffLSTM(UNITS, variant=variant, return_sequences=True, **settings)
+    layer_clone = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(layer_clone) is klv.GreffLSTM
+    assert layer_clone.get_config() == layer.get_config()
+    assert (layer_clone.variant, layer_clone.peepholes) == (variant, layer.peepholes)
+
+    x, states = data(variant)
+    built(layer, x)
+    built(layer_clone, x)
+    layer_clone.set_weights(randomize(layer))
+    np.testing.assert_array_equal(
+        layer(x, initial_state=states), layer_clone(x, initial_state=states)
+    )
+    if variant == "FGR":
+        assert layer.cell.gate_recurrent_initializer.__class__.__name__ == "Zeros"
+
+
+def parallel_model(dtype=None, **options):
+    """The nine layers side by side on one input, all sequences out (one XLA compile)."""
+    inputs = keras.Input((TIME, FEATURES))
+    outputs = [
+        klv.GreffLSTM(
+            UNITS, variant=v, return_sequences=True, dtype=dtype, name=v.lower(), **options
+        )(inputs)
+        for v in VARIANTS
+    ]
+    return keras.Model(inputs, keras.layers.Concatenate(dtype=dtype)(outputs))
+
+
+def test_jit_compile_training():
+    """An XLA-compiled training step (with dropout) runs, equals eager in inference and
+    changes every weight of every variant."""
+    model = parallel_model(dropout=0.1, recurrent_dropout=0.1, seed=2)
+    x, _ = data("V")
+    randomize(model, std=0.3)
+    before = [w.copy() for w in model.get_weights()]
+    eager = model(x)
+    optimizer = keras.optimizers.Adam(0.01)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function(jit_compile=True)
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True)))
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        return loss
+
+    @tf.function(jit_compile=True)
+    def infer(x):
+        return model(x, training=False)
+
+    np.testing.assert_allclose(infer(x), eager, **TOLERANCE)
+    losses = [float(train_step(x)) for _ in range(3)]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)]
+    assert all(changed), [w.path for w, c in zip(model.weights, changed, strict=True) if not c]
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy):
+    """Variables stay float32, the computation runs in the low precision, close to float32."""
+    x, _ = data("V")
+    mixed, full = parallel_model(dtype=policy), parallel_model(dtype="float32")
+    full.set_weights(randomize(mixed, std=0.3))
+    layers = [layer for layer in mixed.layers if isinstance(layer, klv.GreffLSTM)]
+    assert all(layer.cell.compute_dtype == policy[len("mixed_") :] for layer in layers)
+    assert all(w.dtype == "float32" for w in mixed.weights)
+    low = mixed(x)
+    assert low.dtype == policy[len("mixed_") :]
+    atol = 5e-2 if policy == "mixed_float16" else 1.5e-1
+    np.testing.assert_allclose(np.asarray(low, dtype="float32"), full(x), atol=atol)
+
+
+# --------------------------------------------------------- gates and export
+
+
+def test_trace_gates_reports_the_gates_each_variant_has():
+    model = parallel_model()
+    weights = randomize(model)
+    x, _ = data("V")
+    mask = padding_mask()
+    traces = klv.trace_gates(model, x, mask=mask)
+    assert set(traces) == {v.lower() for v in VARIANTS}
+    offset = 0
+    for variant in VARIANTS:
+        trace = traces[variant.lower()]
+        cell = model.get_layer(variant.lower()).cell
+        count = len(cell.weights)
+        step = oracle(variant, weights[offset : offset + count])
+        offset += count
+        zeros = [np.zeros((BATCH, w)) for w in cell.state_size]
+        expected_gates, _ = step(x[:, 0], zeros)
+        states = ["c", "gates", "h"] if variant == "FGR" else ["c", "h"]
+        assert list(trace) == [*expected_gates, *states], variant
+        removed = {"NIG": "input", "NFG": "forget", "NOG": "output"}.get(variant)
+        assert removed not in trace
+        for gate, value in expected_gates.items():  # step 0 is padded for sequence 1
+            np.testing.assert_allclose(trace[gate][[0, 2], 0], value[[0, 2]], atol=1e-5)
+        assert np.isnan(trace["h"][1, 0]).all()
+
+
+def test_gate_statistics_write_only_existing_gates(tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    inputs = keras.Input((TIME, FEATURES))
+    hidden = klv.GreffLSTM(UNITS, variant="NIG", return_sequences=True, name="nig")(inputs)
+    hidden = klv.GreffLSTM(UNITS, variant="NIAF", return_sequences=True, name="niaf")(hidden)
+    outputs = keras.layers.Dense(1)(klv.GreffLSTM(UNITS, variant="FGR", name="fgr")(hidden))
+    model = keras.Model(inputs, outputs)
+    x, _ = data("V")
+    callback = klv.GateStatistics(str(tmp_path), x)
+    callback.set_model(model)
+    callback.write(0)  # what fit() does at the end of an epoch
+    callback.on_train_end()
+    events = event_accumulator.EventAccumulator(
+        str(tmp_path / "gates"), dict.fromkeys(event_accumulator.DEFAULT_SIZE_GUIDANCE, 0)
+    )
+    events.Reload()
+    tags = set(events.Tags()["tensors"])
+    means = {tag for tag in tags if tag.endswith("/mean")}
+    assert means == {
+        f"gates/{layer}/{gate}/mean"
+        for layer in ("nig", "niaf", "fgr")
+        for gate in model.get_layer(layer).cell.gate_names
+    }
+    assert "gates/nig/input/mean" not in tags and "gates/nig/heatmap" in tags
+    assert klv.gates.gate_range(model.get_layer("niaf").cell, "candidate") == (None, None)
+
+
+def test_streaming_export_carries_every_state(tmp_path):
+    """A chain through all nine layers streams step by step from random non-zero states,
+    FGR's previous gates included, equal to Keras on the whole sequence."""
+    generator = rng(5)
+    layers = [
+        klv.GreffLSTM(UNITS, variant=v, return_sequences=True, name=v.lower()) for v in VARIANTS
+    ]
+    model = keras.Sequential(
+        [keras.Input((None, FEATURES)), *layers, keras.layers.Dense(2, name="head")]
+    )
+    randomize(model, seed=6)
+    x, _ = data("V")
+    path = klv.export_saved_model(model, tmp_path / "stream", streaming=True)
+    loaded = tf.saved_model.load(str(path))
+
+    names = [f"{layer.name}_{state}" for layer in layers for state in layer.cell.state_names]
+    assert "fgr_gates" in names
+    zeros = loaded.signatures["initial_state"](batch_size=BATCH)
+    assert sorted(zeros) == sorted(names)
+    assert zeros["fgr_gates"].shape == (BATCH, 3 * UNITS)
+
+    states, h = {}, x
+    for layer in layers:
+        initial = [
+            generator.uniform(0.05, 0.95, (BATCH, s)).astype("float32")
+            for s in layer.cell.state_size
+        ]
+        states.update(
+            zip([f"{layer.name}_{s}" for s in layer.cell.state_names], initial, strict=True)
+        )
+        h = layer(h, initial_state=initial)
+    expected = model.get_layer("head")(h)
+
+    step = loaded.signatures["step"]
+    for t in range(TIME):
+        result = step(x_t=x[:, t], **states)
+        np.testing.assert_allclose(result["output"], expected[:, t], atol=1e-5)
+        states = {name: result[name] for name in names}
+
+
+# ----------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("klass", [klv.GreffLSTMCell, klv.GreffLSTM])
+def test_bad_input_names_the_argument(klass):
+    for variant in ("X", "", None, 1, "vanilla"):
+        with pytest.raises(
+            ValueError, match=r"`variant`.*V, NIG, NFG, NOG, NIAF, NOAF, NP, CIFG, FGR"
+        ):
+            klass(3, variant=variant)
+    assert klass(3, variant="nig").variant == "NIG"
+    with pytest.raises(ValueError, match=r"`peepholes`.*NP: none"):
+        klass(3, variant="NP", peepholes=("input",))
+    with pytest.raises(ValueError, match="`peepholes`"):
+        klass(3, peepholes=("input", "forget", "output"))
+    with pytest.raises(ValueError, match=r"`unit_forget_bias`.*NFG"):
+        klass(3, variant="NFG", unit_forget_bias=True)
+    for name in ("peephole_initializer", "peephole_regularizer", "peephole_constraint"):
+        with pytest.raises(ValueError, match=f"`{name}`.*NP"):
+            klass(3, variant="NP", **{name: "ones" if "init" in name else "l2"})
+    for name in ("gate_recurrent_initializer", "gate_recurrent_regularizer"):
+        for variant in set(VARIANTS) - {"FGR"}:
+            with pytest.raises(ValueError, match=f"`{name}`.*{variant}"):
+                klass(3, variant=variant, **{name: "zeros" if "init" in name else "l2"})
+
+
+def test_initial_state_of_fgr_has_three_parts():
+    layer = klv.GreffLSTM(UNITS, variant="FGR")
+    x, states = data("FGR")
+    with pytest.raises(ValueError, match="`initial_state`"):
+        layer(x, initial_state=states[:2])
+    with pytest.raises(ValueError, match=r"`initial_state` gates must have shape \(batch=3, 9\)"):
+        layer(x, initial_state=[*states[:2], states[0]])

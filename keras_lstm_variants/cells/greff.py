@@ -189,6 +189,8 @@ class GreffLSTMCell(PeepholeLSTMCell):
         )
         self.gate_recurrent_regularizer = regularizers.get(gate_recurrent_regularizer)
         self.gate_recurrent_constraint = constraints.get(gate_recurrent_constraint)
+        if variant == "NIAF":  # g is W x + U h + b itself: no bounds (for gate statistics)
+            self.gate_ranges = {"candidate": (None, None)}
         if variant == "FGR":  # the gates i, f, o of the step, fed back at the next one
             self.state_size = [*self.state_size, len(_RECURRENT_GATES) * self.units]
             self.state_names = (*self.state_names, "gates")
