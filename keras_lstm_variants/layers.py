@@ -146,14 +146,19 @@ class VariantRNN(layers.RNN):
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         cell = self.cell
+        # Zoneout in training: every step's masks drawn here, before the loop, and fed to the
+        # steps with the inputs, so each step has its own on every backend (JAX's scan traces
+        # the step once: a draw inside it would repeat one mask at every step).
+        zoneout_masks = cell.zoneout_masks(sequences) if training else None
 
-        def step(x_t, states):
-            _, new_states = cell.gates(x_t, list(states), training)
+        def step(inputs_t, states):
+            x_t, masks_t = inputs_t if zoneout_masks else (inputs_t, None)
+            _, new_states = cell.gates(x_t, list(states), training, zoneout_masks=masks_t)
             return new_states[0], new_states
 
         return rnn(
             step,
-            sequences,
+            (sequences, zoneout_masks) if zoneout_masks else sequences,
             list(initial_state),
             go_backwards=self.go_backwards,
             mask=mask,

@@ -264,6 +264,12 @@ def greff_step(
     output_activation=True,
     coupled=False,
     recurrent_mask=1.0,
+    norms=None,
+    epsilon=1e-3,
+    projection=None,
+    cell_clip=None,
+    proj_clip=None,
+    zoneout_d=(0.0, 0.0),
 ):
     """One step of Greff et al. 2017's LSTM and its eight variants (sections II and III).
 
@@ -280,16 +286,24 @@ def greff_step(
     rows i_prev, f_prev, o_prev, column blocks i, f, o): the pre-activation of each gate
     a in (i, f, o) also gets R_ia i_prev + R_fa f_prev + R_oa o_prev, and the state is
     (y, c, [i, f, o]). The fused weights' blocks are those of :func:`greff_layout`.
+
+    The options, as in :func:`lstm_step`: ``norms`` (layer norm of W x and R y_prev over the
+    fused blocks, and of c inside h; FGR's gate term is added after the normalized sum),
+    ``projection`` / ``proj_clip`` on y, ``cell_clip`` on c before o and y, ``zoneout_d``
+    = (d_c, d_h) on the carried c and y (not on FGR's gates).
     Returns ``(gates, new_states)``; ``gates`` holds the gates the variant has (CIFG: i, f).
     """
     y_prev, c_prev = states[0], states[1]
     p = peepholes or {}
     y_in = y_prev * recurrent_mask
     blocks, _ = greff_layout(input_gate, forget_gate, output_gate, coupled)
-    W, R, b = _named_blocks(blocks, kernel, recurrent_kernel, bias)
-    bar = {gate: x @ W[gate] + y_in @ R[gate] + b[gate] for gate in blocks}
+    z_x, z_h = x @ kernel, y_in @ recurrent_kernel
+    if norms:
+        z_x = layer_norm(z_x, *norms["kernel"], epsilon)
+        z_h = layer_norm(z_h, *norms["recurrent"], epsilon)
+    bar = dict(zip(blocks, np.split(z_x + z_h + bias, len(blocks), axis=-1), strict=True))
     if gate_recurrent_kernel is not None:
-        # R[source][target]: the (u, u) matrix from gate `source` at t-1 to gate `target`.
+        # R_gates[source][target]: the (u, u) matrix from gate `source` at t-1 to `target`.
         previous = np.split(states[2], 3, axis=-1)
         R_gates = [np.split(row, 3, axis=1) for row in np.split(gate_recurrent_kernel, 3, axis=0)]
         for target, gate in enumerate(("input", "forget", "output")):
@@ -302,8 +316,17 @@ def greff_step(
     else:
         f = sigmoid(bar["forget"] + p.get("forget", 0.0) * c_prev) if forget_gate else 1.0
     c = z * i + c_prev * f
+    if cell_clip is not None:
+        c = np.clip(c, -cell_clip, cell_clip)
     o = sigmoid(bar["output"] + p.get("output", 0.0) * c) if output_gate else 1.0
-    y = (np.tanh(c) if output_activation else c) * o
+    c_out = layer_norm(c, *norms["cell"], epsilon) if norms else c
+    y = (np.tanh(c_out) if output_activation else c_out) * o
+    if projection is not None:
+        y = y @ projection
+        if proj_clip is not None:
+            y = np.clip(y, -proj_clip, proj_clip)
+    d_c, d_h = zoneout_d
+    y, c = zoneout(y, y_prev, d_h), zoneout(c, c_prev, d_c)
     gates = {"input": i, "forget": f, "candidate": z, "output": o}
     gates = {name: gate for name, gate in gates.items() if not np.isscalar(gate)}
     if gate_recurrent_kernel is not None:

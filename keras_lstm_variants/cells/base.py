@@ -181,18 +181,39 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         """
         raise NotImplementedError
 
-    def gates(self, inputs, states, training=False):
+    def gates(self, inputs, states, training=False, zoneout_masks=None):
         """Gate activations and new state for one step of raw ``inputs``: :meth:`project`,
         :meth:`transition`, then zoneout (Krueger et al. 2017) of the states named in
-        ``zoneout_rates``, which is no op when the cell has none."""
+        ``zoneout_rates``, which is no op when the cell has none.
+
+        ``zoneout_masks``: this step's masks ``{state name: (batch, size) bool}``, True where
+        the previous value is kept, as the sequence layers draw them (:meth:`zoneout_masks`);
+        without them, a training step draws its own from the cell's seed generator.
+        """
         states = list(states)
         gates, new_states = self.transition(self.project(inputs, training), states, training)
         if any(self.zoneout_rates.values()):
+            masks = zoneout_masks or {}
             new_states = [
-                zone_out(new, old, self.zoneout_rates.get(name, 0.0), training, self.seed_generator)
+                zone_out(
+                    new, old, self.zoneout_rates.get(name, 0.0), training, self, masks.get(name)
+                )
                 for name, new, old in zip(self.state_names, new_states, states, strict=True)
             ]
         return gates, new_states
+
+    def zoneout_masks(self, sequences):
+        """Zoneout masks for every step of ``sequences`` ``(batch, time, features)``:
+        ``{state name: (batch, time, size) bool}``, True (keep the previous value) with
+        probability ``zoneout_rates[name]``; ``None`` when the cell has no zoneout."""
+        if not any(self.zoneout_rates.values()):
+            return None
+        batch, time = ops.shape(sequences)[0], ops.shape(sequences)[1]
+        return {
+            name: keras.random.uniform((batch, time, size), seed=self.seed_generator) < rate
+            for name, size in zip(self.state_names, self.state_size, strict=False)
+            if (rate := self.zoneout_rates.get(name, 0.0)) > 0
+        }
 
     def call(self, inputs, states, training=False):
         if len(inputs.shape) != 2:

@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from . import options
 from .base import RecurrentCell, register
 
 
@@ -32,18 +33,72 @@ class GRUCell(RecurrentCell):
     mask and one recurrent mask serve all gates (Gal & Ghahramani 2016's tied variant). As in
     Keras, dropout touches only the products, so ``h_t`` mixes the true previous state.
 
+    Options (off by default; off adds no op and no weight):
+
+    * ``layer_norm=True`` (needs ``reset_after=True``, where each product is one GEMM) --
+      Ba, Kiros & Hinton 2016, as in the LSTM: one LN with its own gain and bias per fused
+      product, the biases after it,
+
+      .. math::
+
+          (x_z, x_r, x_h) &= \mathrm{LN}(W x_t) + b, \quad
+          (u_z, u_r, u_h) = \mathrm{LN}(U h_{t-1}) + b' \\
+          z_t &= \sigma(x_z + u_z), \quad r_t = \sigma(x_r + u_r), \quad
+          \tilde h_t = \tanh(x_h + r_t \odot u_h)
+
+      with weights ``kernel_norm_gamma``, ``kernel_norm_beta``, ``recurrent_norm_gamma``,
+      ``recurrent_norm_beta`` (each ``(3 * units,)``), ``norm_epsilon`` (default 1e-3).
+    * ``zoneout=z`` -- Krueger et al. 2017 on the one state:
+      :math:`h_t = d_t \odot h_{t-1} + (1 - d_t) \odot h^{GRU}_t`, a fresh
+      :math:`d_t \sim \mathrm{Bernoulli}(z)` per step in training, the expectation at
+      inference.
+
+    ``proj_units``, ``proj_clip`` and ``cell_clip`` belong to the LSTM family (the GRU has no
+    cell state and its h is its gate's interpolation): passing them raises, naming them.
+
     >>> import keras, keras_lstm_variants as klv
     >>> keras.layers.RNN(klv.GRUCell(8))(keras.random.normal((2, 5, 3))).shape
+    (2, 8)
+    >>> keras.layers.RNN(klv.GRUCell(8, layer_norm=True, zoneout=0.1))(
+    ...     keras.random.normal((2, 5, 3))).shape
     (2, 8)
     """
 
     blocks = ("update", "reset", "candidate")
     gate_names = blocks
     state_names = ("h",)
+    layout_keys = ("reset_after", "layer_norm")
 
-    def __init__(self, units, reset_after=True, **kwargs):
+    def __init__(
+        self,
+        units,
+        reset_after=True,
+        layer_norm=False,
+        norm_epsilon=options.DEFAULT_EPSILON,
+        zoneout=0.0,
+        **kwargs,
+    ):
+        options.refuse(self, kwargs, set(options.LSTM_OPTIONS) - set(options.GRU_OPTIONS))
+        layer_norm = options.check_flag("layer_norm", layer_norm)
+        norm_epsilon = options.check_epsilon(norm_epsilon, layer_norm)
+        if layer_norm and not reset_after:
+            raise ValueError(
+                "Argument `layer_norm` of GRUCell needs reset_after=True (each recurrent product "
+                "is then one GEMM to normalize); received layer_norm=True, reset_after=False."
+            )
+        zoneout = options.check_zoneout(zoneout, ("h",))
         super().__init__(units, **kwargs)
         self.reset_after = bool(reset_after)
+        self.layer_norm = layer_norm
+        self.norm_epsilon = norm_epsilon
+        self.zoneout = zoneout[0]
+        self.zoneout_rates = {"h": self.zoneout}
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.layer_norm:
+            self.kernel_norm = options.add_norm(self, "kernel", 3 * self.units)
+            self.recurrent_norm = options.add_norm(self, "recurrent", 3 * self.units)
 
     @property
     def bias_shape(self):
@@ -51,29 +106,49 @@ class GRUCell(RecurrentCell):
 
     @property
     def input_bias(self):
+        if self.layer_norm:  # the bias follows LN(W x) (see transition)
+            return None
         if self.bias is None or not self.reset_after:
             return self.bias
         return self.bias[0]
 
+    def normalize(self, z, norm):
+        """Layer norm of ``z`` with ``norm`` = (gamma, beta), e.g. ``self.kernel_norm``."""
+        return options.layer_normalize(z, *norm, self.norm_epsilon)
+
     def transition(self, z_x, states, training=False):
         (h_prev,) = states
-        x_z, x_r, x_h = ops.split(z_x, 3, axis=-1)
         h_in = self.recurrent_input(h_prev, training)
         if self.reset_after:
             u = ops.matmul(h_in, self.recurrent_kernel)
+            if self.layer_norm:  # LN(W x) + b and LN(U h) + b'
+                z_x = self.normalize(z_x, self.kernel_norm)
+                u = self.normalize(u, self.recurrent_norm)
+                if self.bias is not None:
+                    z_x = z_x + self.bias[0]
             if self.bias is not None:
                 u = u + self.bias[1]
+            x_z, x_r, x_h = ops.split(z_x, 3, axis=-1)
             u_z, u_r, u_h = ops.split(u, 3, axis=-1)
             z = self.recurrent_activation(x_z + u_z)
             r = self.recurrent_activation(x_r + u_r)
             h_tilde = self.activation(x_h + r * u_h)
         else:
-            u_z, u_r = ops.split(ops.matmul(h_in, self.recurrent_kernel[:, : 2 * self.units]), 2, axis=-1)
+            x_z, x_r, x_h = ops.split(z_x, 3, axis=-1)
+            u_zr = ops.matmul(h_in, self.recurrent_kernel[:, : 2 * self.units])
+            u_z, u_r = ops.split(u_zr, 2, axis=-1)
             z = self.recurrent_activation(x_z + u_z)
             r = self.recurrent_activation(x_r + u_r)
-            h_tilde = self.activation(x_h + ops.matmul(r * h_in, self.recurrent_kernel[:, 2 * self.units :]))
+            u_h = ops.matmul(r * h_in, self.recurrent_kernel[:, 2 * self.units :])
+            h_tilde = self.activation(x_h + u_h)
         h = z * h_prev + (1 - z) * h_tilde
         return {"update": z, "reset": r, "candidate": h_tilde}, [h]
 
     def get_config(self):
-        return {**super().get_config(), "reset_after": self.reset_after}
+        return {
+            **super().get_config(),
+            "reset_after": self.reset_after,
+            "layer_norm": self.layer_norm,
+            "norm_epsilon": self.norm_epsilon,
+            "zoneout": self.zoneout,
+        }

@@ -2,6 +2,7 @@
 
 from keras import constraints, initializers, ops, regularizers
 
+from . import options
 from .base import RecurrentCell, register
 
 
@@ -29,10 +30,54 @@ class LSTMCell(RecurrentCell):
     sequence, shared by all gates; with ``recurrent_dropout``, Keras instead draws one mask
     per gate block, so the two agree under ``dropout`` alone (same seed) but not beyond.
 
+    Options (all off by default; off adds no op and no weight), shared by every LSTM-type cell
+    (:class:`PeepholeLSTMCell`, ``CIFGLSTMCell``, ``GreffLSTMCell``) through the hooks
+    :meth:`preactivations`, :meth:`cell_update` and :meth:`hidden`:
+
+    * ``layer_norm=True`` -- Ba, Kiros & Hinton 2016, "Layer Normalization" (their LSTM,
+      section 6 / appendix), one LN with its own gain and bias per fused product and one on
+      the cell state, :math:`\epsilon` = ``norm_epsilon`` (default 1e-3):
+
+      .. math::
+
+          (z_i, z_f, z_g, z_o) &= \mathrm{LN}(W x_t) + \mathrm{LN}(U h_{t-1}) + b \\
+          h_t &= o_t \odot \tanh(\mathrm{LN}(c_t))
+
+      The *unnormalized* :math:`c_t` is carried to the next step, as in the paper. TF Addons'
+      ``LayerNormLSTMCell`` differs: it carries the normalized cell state (and normalizes each
+      gate's block separately), so the two are not interchangeable. Weights (after the
+      peepholes): ``kernel_norm_gamma``, ``kernel_norm_beta``, ``recurrent_norm_gamma``,
+      ``recurrent_norm_beta`` (each ``(4 * units,)``), ``cell_norm_gamma``,
+      ``cell_norm_beta`` (``(units,)``).
+    * ``proj_units=P`` -- Sak, Senior & Beaufays 2014 (LSTMP):
+      :math:`h_t = (o_t \odot \tanh(c_t))\, W_{proj}`, P wide; it is the output and it feeds
+      the gates, so ``recurrent_kernel`` is ``(P, 4 * units)``, ``state_size`` is
+      ``[P, units]``. Weight ``projection_kernel`` ``(units, P)`` (last; initialized by
+      ``projection_initializer``). Equal to ``torch.nn.LSTM(proj_size=P)`` with weights from
+      :func:`keras_lstm_variants.weights_from_torch_lstm`. ``proj_clip=C`` clips
+      :math:`h_t` to ``[-C, C]`` after the projection.
+    * ``cell_clip=C`` -- TF's ``LSTMBlockCell`` semantics: :math:`c_t` is clipped to
+      ``[-C, C]`` right after its update, before the output gate's peephole and :math:`h_t`.
+    * ``zoneout=(z_c, z_h)`` or one float for both -- Krueger et al. 2017, "Zoneout". In
+      training, a fresh mask per step :math:`d \sim \mathrm{Bernoulli}(z)` per unit:
+
+      .. math::
+
+          c_t &= d^c_t \odot c_{t-1} + (1 - d^c_t) \odot (f_t \odot c_{t-1} + i_t \odot g_t) \\
+          h_t &= d^h_t \odot h_{t-1} + (1 - d^h_t) \odot (o_t \odot \tanh(f_t \odot c_{t-1}
+          + i_t \odot g_t))
+
+      (``h`` sees the new cell state, not the zoned-out one); at inference the expectation,
+      :math:`c_t = z_c c_{t-1} + (1 - z_c) \tilde c_t` and likewise for ``h``. Masks come
+      from the cell's seed generator (``seed``), like dropout's.
+
     >>> import keras, keras_lstm_variants as klv
     >>> layer = keras.layers.RNN(klv.LSTMCell(8))
     >>> layer(keras.random.normal((2, 5, 3))).shape
     (2, 8)
+    >>> cell = klv.LSTMCell(8, proj_units=4, layer_norm=True, cell_clip=10.0, zoneout=0.1)
+    >>> keras.layers.RNN(cell)(keras.random.normal((2, 5, 3))).shape
+    (2, 4)
     """
 
     blocks = ("input", "forget", "candidate", "output")
@@ -40,19 +85,56 @@ class LSTMCell(RecurrentCell):
     state_names = ("h", "c")
     #: gates that may look at the cell state (see PeepholeLSTMCell); none in the vanilla LSTM.
     peephole_options = ()
+    #: which gates have peephole vectors, layer norm and a projection give the weights after
+    #: ``bias`` (and ``recurrent_kernel``'s shape) their meaning.
+    layout_keys = ("peepholes", "layer_norm", "proj_units")
 
-    def __init__(self, units, unit_forget_bias=True, **kwargs):
+    def __init__(
+        self,
+        units,
+        unit_forget_bias=True,
+        layer_norm=False,
+        norm_epsilon=options.DEFAULT_EPSILON,
+        proj_units=None,
+        proj_clip=None,
+        projection_initializer="glorot_uniform",
+        cell_clip=None,
+        zoneout=0.0,
+        **kwargs,
+    ):
         # Peephole arguments are public on PeepholeLSTMCell / CIFGLSTMCell only.
         peepholes = kwargs.pop("peepholes", ())
         peephole_initializer = kwargs.pop("peephole_initializer", "glorot_uniform")
         peephole_regularizer = kwargs.pop("peephole_regularizer", None)
         peephole_constraint = kwargs.pop("peephole_constraint", None)
+        layer_norm = options.check_flag("layer_norm", layer_norm)
+        norm_epsilon = options.check_epsilon(norm_epsilon, layer_norm)
+        proj_units = options.check_positive("proj_units", proj_units, integer=True)
+        proj_clip = options.check_positive("proj_clip", proj_clip)
+        if proj_clip is not None and proj_units is None:
+            raise ValueError(
+                f"Argument `proj_clip` clips the projection and needs `proj_units`; received "
+                f"proj_clip={proj_clip!r} with proj_units=None."
+            )
+        cell_clip = options.check_positive("cell_clip", cell_clip)
+        zoneout = options.check_zoneout(zoneout, ("c", "h"))
         super().__init__(units, **kwargs)
         self.unit_forget_bias = bool(unit_forget_bias)
         self.peepholes = self._check_peepholes(peepholes)
         self.peephole_initializer = initializers.get(peephole_initializer)
         self.peephole_regularizer = regularizers.get(peephole_regularizer)
         self.peephole_constraint = constraints.get(peephole_constraint)
+        self.layer_norm = layer_norm
+        self.norm_epsilon = norm_epsilon
+        self.proj_units = proj_units
+        self.proj_clip = proj_clip
+        self.projection_initializer = initializers.get(projection_initializer)
+        self.cell_clip = cell_clip
+        self.zoneout = zoneout
+        self.zoneout_rates = dict(zip(("c", "h"), zoneout, strict=True))
+        # h is the projection when there is one: it is the output and feeds the gates.
+        self.output_size = proj_units or self.units
+        self.state_size = [self.output_size, self.units]
 
     def _check_peepholes(self, peepholes):
         if peepholes and not self.peephole_options:
@@ -97,6 +179,26 @@ class LSTMCell(RecurrentCell):
             )
             for gate in self.peepholes
         }
+        if self.layer_norm:
+            width = len(self.blocks) * self.units
+            self.kernel_norm = options.add_norm(self, "kernel", width)
+            self.recurrent_norm = options.add_norm(self, "recurrent", width)
+            self.cell_norm = options.add_norm(self, "cell", self.units)
+        if self.proj_units:
+            self.projection_kernel = self.add_weight(
+                shape=(self.units, self.proj_units),
+                name="projection_kernel",
+                initializer=self.projection_initializer,
+            )
+
+    @property
+    def input_bias(self):
+        # Under layer norm the bias follows the normalized products (see preactivations).
+        return None if self.layer_norm else self.bias
+
+    def normalize(self, z, norm):
+        """Layer norm of ``z`` with ``norm`` = (gamma, beta), e.g. ``self.kernel_norm``."""
+        return options.layer_normalize(z, *norm, self.norm_epsilon)
 
     def peek(self, z, gate, c):
         """``z + p_gate * c`` when ``gate`` has a peephole, else ``z``."""
@@ -105,22 +207,37 @@ class LSTMCell(RecurrentCell):
         return z + self.peephole_weights[gate] * c
 
     def preactivations(self, z_x, h_prev, training=False):
-        """``W x + U h_prev + b`` split into the gate ``blocks``: one GEMM for all gates."""
-        z = z_x + ops.matmul(self.recurrent_input(h_prev, training), self.recurrent_kernel)
+        """``W x + U h_prev + b`` split into the gate ``blocks``: one GEMM for all gates.
+
+        With ``layer_norm``: ``LN(W x) + LN(U h_prev) + b`` (``z_x`` is then ``W x`` alone).
+        """
+        z_h = ops.matmul(self.recurrent_input(h_prev, training), self.recurrent_kernel)
+        if self.layer_norm:
+            z = self.normalize(z_x, self.kernel_norm) + self.normalize(z_h, self.recurrent_norm)
+            if self.bias is not None:
+                z = z + self.bias
+        else:
+            z = z_x + z_h
         return ops.split(z, len(self.blocks), axis=-1)
 
     def cell_update(self, c, c_prev, training=False):
-        """The carried cell state from the new ``c``: clipped (``cell_clip``), then zoneout
-        against ``c_prev``. With both options off, ``c`` itself (no op)."""
-        return c
+        """The cell state ``c`` clipped to ``[-cell_clip, cell_clip]`` (TF's LSTMBlockCell):
+        what the output gate's peephole, ``h`` and the next step see. Without ``cell_clip``,
+        ``c`` itself (no op). (Zoneout of the carried ``c`` follows the whole step, in
+        :meth:`gates`, so that ``h`` sees the new ``c`` as in Krueger et al.)"""
+        return options.clip(c, self.cell_clip)
 
     def hidden(self, o, c, h_prev, training=False, squash=True):
-        """The output ``h = o * activation(c)`` (``o * c`` when ``squash=False``), then the
-        projection (``proj_units``), ``proj_clip`` and zoneout against ``h_prev``; with the
-        options off, exactly ``o * activation(c)``."""
-        if squash:
-            return o * self.activation(c)
-        return o * c
+        """The output ``h = o * activation(LN(c))`` (``o * LN(c)`` when ``squash=False``), then
+        the projection ``h W_proj`` (``proj_units``) and ``proj_clip``; with the options off,
+        exactly ``o * activation(c)``. (Zoneout of ``h`` against ``h_prev`` follows the whole
+        step, in :meth:`gates`.)"""
+        if self.layer_norm:
+            c = self.normalize(c, self.cell_norm)
+        h = o * self.activation(c) if squash else o * c
+        if self.proj_units:
+            h = options.clip(ops.matmul(h, self.projection_kernel), self.proj_clip)
+        return h
 
     def transition(self, z_x, states, training=False):
         h_prev, c_prev = states
@@ -134,7 +251,17 @@ class LSTMCell(RecurrentCell):
         return {"input": i, "forget": f, "candidate": g, "output": o}, [h, c]
 
     def get_config(self):
-        config = {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
+        config = {
+            **super().get_config(),
+            "unit_forget_bias": self.unit_forget_bias,
+            "layer_norm": self.layer_norm,
+            "norm_epsilon": self.norm_epsilon,
+            "proj_units": self.proj_units,
+            "proj_clip": self.proj_clip,
+            "projection_initializer": initializers.serialize(self.projection_initializer),
+            "cell_clip": self.cell_clip,
+            "zoneout": list(self.zoneout),
+        }
         if self.peephole_options:
             config.update(
                 peepholes=list(self.peepholes),
