@@ -243,9 +243,9 @@ def test_heatmap_figure_has_a_named_panel_per_gate_time_axis_and_colour_bars():
     assert ranges["candidate"] == (-1.0, 1.0) and ranges["forget"] == (0.0, 1.0)
     assert panels[-1].get_xlabel() == "time step"
     assert all(float(t).is_integer() for t in panels[-1].get_xticks()), "whole time steps"
-    assert "encoder" in figure.get_suptitle() and "2 masked steps" in figure.get_suptitle()
+    assert "encoder" in figure.get_suptitle() and "2 masked" in figure.get_suptitle()
     height, width = klv.gates.pictures.heatmap_size(4)
-    assert (height, width) == (448, 480)
+    assert (height, width) == (388, 360)
     assert klv.gates.pictures.render(figure).shape == (height, width, 3)
 
 
@@ -417,14 +417,14 @@ def test_logged_histograms_and_images(logged):
     figure = klv.gates.heatmap_figure({gate: trace[gate] for gate in trace.gate_names}, ranges,
                                       sequence=1, title="bi/backward")
     heat = decoded_image(events, "gates/bi/backward/heatmap")
-    assert heat.shape[:2] == klv.gates.pictures.heatmap_size(4) == (448, 480)
+    assert heat.shape[:2] == klv.gates.pictures.heatmap_size(4) == (388, 360)
     np.testing.assert_array_equal(heat, klv.gates.pictures.render(figure))
 
     left, right = klv.gates.saturation(trace["forget"], "forget", axis=(0, 1))
     figure = klv.gates.saturation_figure(left, right, "forget", (0.1, 0.9), title="bi/backward",
                                          corners=("erases memory", "keeps memory"))
     scatter = decoded_image(events, "gates/bi/backward/forget/saturation")
-    assert scatter.shape[:2] == (320, 320)
+    assert scatter.shape[:2] == (300, 300)
     np.testing.assert_array_equal(scatter, klv.gates.pictures.render(figure))
 
     [histogram] = events.Tensors("gates/gru/h")

@@ -8,7 +8,7 @@ matplotlib, :func:`heatmap_image` and :func:`saturation_image` fall back to plai
 rasters (:func:`heatmap`, :func:`saturation_plot`: no labels) and say so once in the log.
 
 Sizes (pixels, width x height): heatmap :data:`HEATMAP_WIDTH` x (:data:`HEATMAP_MARGIN` +
-:data:`HEATMAP_PANEL` per gate), e.g. 480 x 448 for the four LSTM gates; scatter
+:data:`HEATMAP_PANEL` per gate), e.g. 360 x 388 for the four LSTM gates; scatter
 :data:`SCATTER_SIZE` x :data:`SCATTER_SIZE`.
 """
 
@@ -20,10 +20,13 @@ logger = logging.getLogger("keras_lstm_variants")
 
 #: Figure sizes in pixels (at :data:`DPI`).
 DPI = 100
-HEATMAP_WIDTH = 480
-HEATMAP_PANEL = 96
-HEATMAP_MARGIN = 64
-SCATTER_SIZE = 320
+HEATMAP_WIDTH = 360
+HEATMAP_PANEL = 84
+HEATMAP_MARGIN = 52
+SCATTER_SIZE = 300
+#: Font sizes (points at :data:`DPI`): TensorBoard scales a card's image to the card (about
+#: 330 px wide in the Images tab, 200-300 px in Time Series), so text is drawn large.
+TITLE, LABEL, TICK = 10, 9, 8
 #: Colour of masked steps (heatmap) and of the dots (scatter).
 MASKED_COLOR = (176, 176, 176)
 DOT_COLOR = (31, 119, 180)
@@ -126,22 +129,22 @@ def heatmap_figure(trace, ranges, sequence=0, title=None):
         for t in masked_steps:  # hatched, so a masked step reads as one even in grey print
             ax.axvspan(t - 0.5, t + 0.5, facecolor="none", edgecolor="white", hatch="///",
                        linewidth=0)
-        ax.set_title(gate, loc="left", fontsize=9, fontweight="bold", pad=2)
-        ax.set_ylabel("unit", fontsize=8, labelpad=1)
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
-        ax.tick_params(labelsize=7, length=2, pad=1)
-        bar = figure.colorbar(image, ax=ax, fraction=0.05, pad=0.01, aspect=8)
-        bar.set_ticks([low, (low + high) / 2, high])
-        bar.ax.tick_params(labelsize=7, length=2, pad=1)
+        ax.set_title(gate, loc="left", fontsize=TITLE, fontweight="bold", pad=2)
+        ax.set_ylabel("unit", fontsize=LABEL, labelpad=1)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=2, integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+        ax.tick_params(labelsize=TICK, length=2, pad=1)
+        bar = figure.colorbar(image, ax=ax, fraction=0.05, pad=0.01, aspect=6)
+        bar.set_ticks([low, high])
+        bar.ax.tick_params(labelsize=TICK, length=2, pad=1)
         open_range = None in ranges[gate]
-        bar.ax.set_ylabel("observed" if open_range else "", fontsize=7)
-    axes[-1].set_xlabel("time step", fontsize=8, labelpad=1)
+        bar.ax.set_ylabel("observed" if open_range else "", fontsize=TICK, labelpad=1)
+    axes[-1].set_xlabel("time step", fontsize=LABEL, labelpad=1)
     heading = f"{title}: " if title else ""
     heading += f"sequence {sequence}"
     if masked_steps is not None and len(masked_steps):
-        heading += f" (hatched grey: {len(masked_steps)} masked steps)"
-    figure.suptitle(heading, fontsize=8)
+        heading += f", {len(masked_steps)} masked (hatched)"
+    figure.suptitle(heading, fontsize=LABEL)
     return figure
 
 
@@ -168,26 +171,26 @@ def saturation_figure(left, right, gate, thresholds, title=None, corners=None):
                    alpha=0.5, edgecolors="none", clip_on=False, zorder=3)
         for (x, y), n in zip(where, count, strict=True):
             if n > 1:
-                ax.annotate(f"{n}", (x, y), xytext=(4, 3), textcoords="offset points",
-                            fontsize=7, color="0.2", annotation_clip=False, zorder=4)
+                ax.annotate(f"{n}", (x, y), xytext=(5, 3), textcoords="offset points",
+                            fontsize=TICK, color="0.2", annotation_clip=False, zorder=4)
     if corners:  # what the two saturated corners mean, over the diagonal, under the dots
         box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}
-        ax.text(0.98, 0.02, corners[0], ha="right", va="bottom", fontsize=7, color="0.4",
+        ax.text(0.98, 0.02, corners[0], ha="right", va="bottom", fontsize=TICK, color="0.35",
                 transform=ax.transAxes, bbox=box, zorder=2)
-        ax.text(0.02, 0.98, corners[1], ha="left", va="top", fontsize=7, color="0.4",
+        ax.text(0.02, 0.98, corners[1], ha="left", va="top", fontsize=TICK, color="0.35",
                 transform=ax.transAxes, bbox=box, zorder=2)
     margin = 0.06  # dots on 0 and 1 stay whole, off the frame
     ax.set_xlim(-margin, 1 + margin)
     ax.set_ylim(-margin, 1 + margin)
     ax.set_aspect("equal")
-    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-    ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
-    ax.tick_params(labelsize=7, length=2, pad=1)
+    ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])
+    ax.set_yticks([0, 0.5, 1], ["0", "0.5", "1"])
+    ax.tick_params(labelsize=TICK, length=2, pad=1)
     ax.grid(color="0.93", linewidth=0.6, zorder=0)
-    ax.set_xlabel(f"fraction of steps < {thresholds[0]:g}", fontsize=8, labelpad=1)
-    ax.set_ylabel(f"fraction of steps > {thresholds[1]:g}", fontsize=8, labelpad=1)
+    ax.set_xlabel(f"fraction of steps < {thresholds[0]:g}", fontsize=LABEL, labelpad=1)
+    ax.set_ylabel(f"fraction of steps > {thresholds[1]:g}", fontsize=LABEL, labelpad=1)
     heading = f"{title}: " if title else ""
-    ax.set_title(f"{heading}{gate} (n = {int(keep.sum())} units)", fontsize=8, pad=3)
+    ax.set_title(f"{heading}{gate} (n = {int(keep.sum())} units)", fontsize=TITLE, pad=3)
     return figure
 
 
