@@ -32,6 +32,7 @@ TensorFlow is imported only when an export function is called, so the rest of th
 where TensorFlow is not installed (e.g. a JAX-only GPU machine).
 """
 
+import functools
 import inspect
 import numbers
 import os
@@ -223,6 +224,16 @@ def _input_spec(tf, model, time_steps=None, batch_size=None):
     batch, time, *rest = inputs[0].shape
     batch = _fixed(model, "batch_size", batch, batch_size)
     time = _fixed(model, "time_steps", time, time_steps)
+    distributed = [layer for layer in _all_layers(model) if _is_time_distributed(layer)]
+    if time is None and distributed and not _time_distributed_maps_over_time(tf):
+        raise ValueError(
+            f"Cannot export layer '{distributed[0].name}' (TimeDistributed) with a free time "
+            f"axis: in this Keras ({keras.__version__}) a traced TimeDistributed maps over the "
+            "batch size instead of the time steps when the length is unknown, so the SavedModel "
+            "would answer wrongly. Fix the length (`keras.Input((time, features))`, or "
+            "`time_steps=` for TFLite), or apply the wrapped layer directly (a Dense acts on "
+            "each time step by itself)."
+        )
     return tf.TensorSpec((batch, time, *rest), inputs[0].dtype, name="inputs")
 
 
@@ -234,6 +245,21 @@ def _fixed(model, name, own, given):
         f"Argument `{name}`={given} contradicts model '{model.name}', whose Input fixes that "
         f"axis at {own}; pass {name}={own} or None."
     )
+
+
+def _is_time_distributed(layer):
+    return isinstance(layer, keras.layers.TimeDistributed)
+
+
+@functools.cache
+def _time_distributed_maps_over_time(tf):
+    """Whether a traced ``TimeDistributed`` with an unknown length maps over the time steps
+    (Keras 3.15 maps over ``shape[0]`` of the untransposed input: the batch size)."""
+    layer = keras.layers.TimeDistributed(
+        keras.layers.Dense(1, kernel_initializer="ones", use_bias=False)
+    )
+    traced = tf.function(layer, input_signature=[tf.TensorSpec((None, None, 1), "float32")])
+    return tuple(traced(tf.ones((2, 3, 1))).shape) == (2, 3, 1)
 
 
 def _all_layers(model):

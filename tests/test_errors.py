@@ -89,14 +89,14 @@ def test_feature_size_may_not_change_after_build(klass, symbolic):
     layer = klass(3)
     layer(zeros(2, 5, 4))
     inputs = keras.Input((5, 6)) if symbolic else zeros(2, 5, 6)
-    with pytest.raises(ValueError, match="built for inputs with 4 features.*`inputs`"):
+    with pytest.raises(ValueError, match=r"built for inputs with 4 features.*`inputs`"):
         layer(inputs)
 
 
 def test_feature_size_may_not_change_for_a_cell_in_rnn():
     layer = keras.layers.RNN(klv.PeepholeLSTMCell(3))
     layer(zeros(2, 5, 4))
-    with pytest.raises(ValueError, match="built for inputs with 4 features.*`inputs`"):
+    with pytest.raises(ValueError, match=r"built for inputs with 4 features.*`inputs`"):
         layer(zeros(2, 5, 6))
 
 
@@ -123,3 +123,68 @@ def test_initial_state_shape_and_count(klass, bad, symbolic):
         sequences, states = zeros(2, 5, 4), [zeros(*shape) for shape in shapes]
     with pytest.raises(ValueError, match="`initial_state`"):
         klass(3)(sequences, initial_state=states)
+
+
+# -------------------------------------------------------------------- weights and their layout
+def peephole_model(peepholes, seed=0):
+    model = keras.Sequential([keras.Input((None, 3)), klv.PeepholeLSTM(4, peepholes=peepholes)])
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0.0, 0.5, w.shape) for w in model.get_weights()])
+    return model
+
+
+def save(model, path):
+    if path.suffix == ".keras":
+        model.save(path)
+    else:
+        model.save_weights(path)
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_weights_refuse_another_peephole_layout(tmp_path, suffix):
+    """A forget peephole vector must not load as the output one (same shape, other meaning)."""
+    path = tmp_path / f"m{suffix}"
+    saved = peephole_model(("forget",))
+    save(saved, path)
+    other = peephole_model(("output",), seed=1)
+    before = other.get_weights()
+    with pytest.raises(
+        ValueError, match=r"(?s)saved with peepholes=\['forget'\].*cell's peepholes=\['output'\]"
+    ):
+        other.load_weights(path)
+    for kept, was in zip(other.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(kept, was)
+    same = peephole_model(("forget",), seed=1)
+    same.load_weights(path)
+    for loaded, want in zip(same.get_weights(), saved.get_weights(), strict=True):
+        np.testing.assert_array_equal(loaded, want)
+
+
+def test_weights_refuse_another_gru_layout_naming_both(tmp_path):
+    path = tmp_path / "gru.weights.h5"
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.RNN(klv.GRUCell(4))])
+    model.save_weights(path)
+    other = keras.Sequential(
+        [keras.Input((None, 3)), keras.layers.RNN(klv.GRUCell(4, reset_after=False))]
+    )
+    with pytest.raises(ValueError, match=r"(?s)reset_after=True.*reset_after=False"):
+        other.load_weights(path)
+
+
+def test_weights_saved_without_a_layout_record_still_load(tmp_path, monkeypatch):
+    """Weights written before the layout was recorded (no record) load as they always did."""
+    path = tmp_path / "old.weights.h5"
+    with monkeypatch.context() as patch:
+        patch.setattr(klv.PeepholeLSTMCell, "layout_keys", ())
+        saved = peephole_model(("forget",))
+        saved.save_weights(path)
+    import h5py
+
+    with h5py.File(path) as file:
+        names = []
+        file.visit(names.append)
+    assert not any(name.endswith("/layout") for name in names), names
+    loaded = peephole_model(("forget",), seed=1)
+    loaded.load_weights(path)
+    for got, want in zip(loaded.get_weights(), saved.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -19,13 +19,21 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
 import keras_lstm_variants as klv
 
+tf = pytest.importorskip("tensorflow", reason="SavedModel and TFLite export need TensorFlow")
+if keras.backend.backend() != "tensorflow":
+    pytest.skip(
+        "export traces the model with TensorFlow: these tests run under KERAS_BACKEND=tensorflow",
+        allow_module_level=True,
+    )
+from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, "saved_models")
+#: The golden models: one per variant, then the token model (examples/make_golden_models.py).
+GOLDEN_NAMES = [*klv.VARIANTS, "token"]
 FEATURES, BATCH, TIME = 3, 3, 6
 #: The stacked model's flat states, in layer order, as the streaming signatures name them.
 STATE_NAMES = [
@@ -73,7 +81,7 @@ def random_states(model, rng):
             )
     flat = [s for name in states for s in tf.nest.flatten(states[name])]
     assert len(flat) == len(STATE_NAMES)
-    return states, dict(zip(STATE_NAMES, flat))
+    return states, dict(zip(STATE_NAMES, flat, strict=True))
 
 
 def assert_streams(step, x, expected, states):
@@ -142,7 +150,8 @@ SERVE_ELSEWHERE = textwrap.dedent(
         recorded = np.load(path + ".npz")
         x, y = recorded["inputs"], recorded["outputs"]
         loaded = tf.saved_model.load(path)
-        np.testing.assert_allclose(loaded.signatures["serving_default"](inputs=x)["output"], y, atol=1e-5)
+        served = loaded.signatures["serving_default"](inputs=x)["output"]
+        np.testing.assert_allclose(served, y, atol=1e-5)
         states = loaded.signatures["initial_state"](batch_size=x.shape[0])
         for t in range(x.shape[1]):
             states = loaded.signatures["step"](x_t=x[:, t], **states)
@@ -197,7 +206,7 @@ def stacked(tmp_path_factory):
     os.makedirs(os.path.dirname(path))
     assert klv.export_saved_model(model, path, streaming=True) == path
     np.savez(path + ".npz", inputs=x, outputs=model(x).numpy())
-    golden = [os.path.join(GOLDEN, variant) for variant in klv.VARIANTS]
+    golden = [os.path.join(GOLDEN, name) for name in GOLDEN_NAMES]
     cli = [SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve", "--signature_def"]
     commands = {
         "serve": [sys.executable, "-c", SERVE_ELSEWHERE, path, *golden],
@@ -234,7 +243,7 @@ def test_step_streams_the_sequence_from_any_state(stacked):
     states, flat = random_states(model, rng)
     expected, expected_final = keras_from_states(model, x, states)
     final = assert_streams(loaded.signatures["step"], x, expected, flat)
-    for name, want in zip(STATE_NAMES, expected_final):
+    for name, want in zip(STATE_NAMES, expected_final, strict=True):
         np.testing.assert_allclose(final[name], want, atol=1e-5)
 
 
@@ -298,7 +307,7 @@ def test_mixed_precision_and_jit_trained_models_export(how, tmp_path):
     np.testing.assert_allclose(loaded.serving_default(x)["output"], model(x), atol=tolerance)
     states = loaded.initial_state(BATCH)
     for t in range(TIME):
-        result = loaded.step(x[:, t], **{k: v for k, v in states.items()})
+        result = loaded.step(x[:, t], **states)
         states = {k: v for k, v in result.items() if k != "output"}
     np.testing.assert_allclose(result["output"], model(x), atol=tolerance)
 
@@ -311,7 +320,7 @@ def test_bad_input_raises_naming_the_problem(tmp_path):
         return keras.Sequential([keras.Input((None, FEATURES)), *layers])
 
     model = sequential(klv.GRU(3))
-    with pytest.raises(ValueError, match="parent directory .*missing.* does not exist"):
+    with pytest.raises(ValueError, match=r"parent directory .*missing.* does not exist"):
         klv.export_saved_model(model, tmp_path / "missing" / "m")
     with pytest.raises(ValueError, match="time_steps"):
         klv.export_tflite(model, tmp_path / "m.tflite", time_steps=0)
@@ -348,7 +357,8 @@ def test_golden_models_are_rebuilt_by_their_script(tmp_path):
         sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(GOLDEN) for f in files)
         < 5 * 2**20
     )
-    for variant in klv.VARIANTS:
+    assert script.names() == GOLDEN_NAMES
+    for variant in GOLDEN_NAMES:
         model, inputs = script.build(variant)
         recorded = np.load(os.path.join(GOLDEN, f"{variant}.npz"))
         np.testing.assert_array_equal(inputs, recorded["inputs"])
@@ -365,7 +375,7 @@ def test_golden_models_are_rebuilt_by_their_script(tmp_path):
 
 def test_served_without_this_package_or_keras(stacked):
     stdout, _ = stacked.jobs["serve"].result()
-    assert stdout.count("served") == 1 + len(klv.VARIANTS) and "blocked" in stdout
+    assert stdout.count("served") == 1 + len(GOLDEN_NAMES) and "blocked" in stdout
 
 
 def test_saved_model_cli_show_and_run(stacked):
@@ -376,3 +386,257 @@ def test_saved_model_cli_show_and_run(stacked):
     stacked.jobs["run"].result()
     output = np.load(stacked.root / "output.npy")
     np.testing.assert_allclose(output, stacked.model(CLI_INPUTS), atol=1e-5)
+
+
+# ---------------------------------------------------------- issue 12: nothing silently wrong
+def test_step_refuses_states_and_x_t_of_different_batch_sizes(stacked):
+    """States of batch 1 with an x_t of batch 3 (or one state of another batch) would broadcast
+    into a batch-3 answer; every argument must share x_t's batch size."""
+    step, initial = stacked.loaded.signatures["step"], stacked.loaded.signatures["initial_state"]
+    x_t = tf.constant(stacked.x[:, 0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must have the batch size of `x_t`"):
+        step(x_t=x_t, **initial(batch_size=1))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must have the batch size of `x_t`"):
+        step(x_t=x_t[:1], **initial(batch_size=BATCH))
+    states = dict(initial(batch_size=BATCH))
+    states["gru_h"] = states["gru_h"][:1]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`gru_h` must have the batch size"):
+        step(x_t=x_t, **states)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`batch_size` must be >= 0"):
+        initial(batch_size=-1)
+
+
+def random_model_weights(model, rng):
+    """N(0, 0.5^2) weights; batch normalization's moving variances positive."""
+    weights = []
+    for weight in model.weights:
+        value = rng.normal(0.0, 0.5, weight.shape)
+        if "variance" in weight.path:
+            value = np.abs(value) + 0.5
+        weights.append(value.astype("float32"))
+    model.set_weights(weights)
+
+
+def assert_step_equals_prefixes(loaded, model, x):
+    """Stream ``x`` from zero states: step t's output must equal the model on steps 0..t."""
+    states = loaded.signatures["initial_state"](batch_size=x.shape[0])
+    for t in range(x.shape[1]):
+        states = dict(loaded.signatures["step"](x_t=x[:, t], **states))
+        expected = model(x[:, : t + 1])
+        expected = expected[:, -1] if len(expected.shape) == 3 else expected
+        np.testing.assert_allclose(states.pop("output"), expected, atol=1e-5)
+
+
+def test_per_step_layers_stream_like_the_model(tmp_path):
+    """Normalization, PReLU shared over time, softmax over features and Dense before, between
+    and after the recurrent layers stream exactly (BatchNormalization used to fail deep in
+    Keras on a 2-D step)."""
+    rng = np.random.default_rng(7)
+    model = keras.Sequential(
+        [
+            keras.Input((None, FEATURES)),
+            keras.layers.Dense(4),
+            keras.layers.BatchNormalization(),
+            klv.LSTM(4, return_sequences=True),
+            keras.layers.BatchNormalization(),
+            keras.layers.PReLU(shared_axes=[1]),
+            keras.layers.Softmax(axis=-1),
+            keras.layers.LayerNormalization(),
+            keras.layers.Dense(3),
+            klv.GRU(3),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(2),
+        ]
+    )
+    random_model_weights(model, rng)
+    x = rng.normal(0.0, 1.0, (BATCH, TIME, FEATURES)).astype("float32")
+    loaded = tf.saved_model.load(klv.export_saved_model(model, tmp_path / "m", streaming=True))
+    np.testing.assert_allclose(loaded.serving_default(x)["output"], model(x), atol=1e-5)
+    assert_step_equals_prefixes(loaded, model, x)
+
+
+@pytest.mark.parametrize(
+    "layer, shape, problem",
+    [
+        (lambda: keras.layers.Softmax(axis=1), (None, FEATURES), "axis=1"),
+        (lambda: keras.layers.Softmax(axis=-2), (None, FEATURES), "axis=-2"),
+        (lambda: keras.layers.LayerNormalization(axis=[1, 2]), (TIME, FEATURES), r"axis=\[1, 2\]"),
+        (lambda: keras.layers.BatchNormalization(axis=1), (TIME, FEATURES), "axis=1"),
+        (lambda: keras.layers.PReLU(), (TIME, FEATURES), "one value per time step"),
+    ],
+    ids=["softmax-time", "softmax-minus-2", "layernorm-time", "batchnorm-time", "prelu-per-step"],
+)
+def test_layers_that_mix_time_steps_do_not_stream(tmp_path, layer, shape, problem):
+    """A layer from PER_STEP_LAYERS acts on each step alone only along the feature axes."""
+    model = keras.Sequential(
+        [keras.Input(shape), klv.LSTM(4, return_sequences=True), layer(), keras.layers.Dense(2)]
+    )
+    with pytest.raises(ValueError, match=f"Cannot stream layer .*{problem}"):
+        klv.export_saved_model(model, tmp_path / "m", streaming=True)
+    klv.export_saved_model(model, tmp_path / "m")  # the whole-sequence export still works
+
+
+def test_time_distributed_at_a_free_length_is_refused_while_keras_gets_it_wrong(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((None, FEATURES)),
+            klv.LSTM(4, return_sequences=True),
+            keras.layers.TimeDistributed(keras.layers.Dense(2)),
+        ]
+    )
+    if klv.export._time_distributed_maps_over_time(tf):
+        loaded = tf.saved_model.load(klv.export_saved_model(model, tmp_path / "m"))
+        x = np.ones((BATCH, TIME, FEATURES), "float32")
+        np.testing.assert_allclose(loaded.serving_default(x)["output"], model(x), atol=1e-5)
+    else:
+        with pytest.raises(ValueError, match=r"'time_distributed' .*free time axis"):
+            klv.export_saved_model(model, tmp_path / "m")
+
+
+def test_softmax_behind_a_mask_does_not_stream(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((None,), dtype="int32"),
+            keras.layers.Embedding(9, FEATURES, mask_zero=True),
+            klv.LSTM(4, return_sequences=True),
+            keras.layers.Softmax(),
+        ]
+    )
+    with pytest.raises(ValueError, match=r"Cannot stream layer '\w+' \(Softmax\).*behind a mask"):
+        klv.export_saved_model(model, tmp_path / "m", streaming=True)
+
+
+def test_a_fixed_time_axis_is_kept(tmp_path):
+    """unroll=True needs the time axis the Input fixes; export keeps it instead of freeing it
+    (and TimeDistributed, wrong in Keras 3.15 when traced at a free length, is right here)."""
+    rng = np.random.default_rng(8)
+    model = keras.Sequential(
+        [
+            keras.Input((TIME, FEATURES)),
+            klv.CIFGLSTM(4, unroll=True, return_sequences=True),
+            keras.layers.TimeDistributed(keras.layers.Dense(2)),
+        ]
+    )
+    random_weights(model, rng)
+    x = rng.normal(0.0, 1.0, (BATCH, TIME, FEATURES)).astype("float32")
+    loaded = tf.saved_model.load(klv.export_saved_model(model, tmp_path / "m", streaming=True))
+    spec = loaded.signatures["serving_default"].structured_input_signature[1]["inputs"]
+    assert spec.shape.as_list() == [None, TIME, FEATURES]
+    np.testing.assert_allclose(loaded.serving_default(x)["output"], model(x), atol=1e-5)
+    assert_step_equals_prefixes(loaded, model, x)
+    with pytest.raises(ValueError, match=r"`time_steps`=5 contradicts.*fixes that axis at 6"):
+        klv.export_tflite(model, tmp_path / "m.tflite", time_steps=5)
+
+
+def test_paths_and_flags_are_checked_before_any_work(tmp_path, monkeypatch):
+    model = keras.Sequential([keras.Input((None, FEATURES)), klv.GRU(3)])
+    a_file = tmp_path / "file"
+    a_file.write_text("not a SavedModel")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the conversion started before the arguments were checked")
+
+    monkeypatch.setattr(klv.export, "_archive", no_work)
+    with pytest.raises(ValueError, match=r"`path` names a directory .*exists and is a file"):
+        klv.export_saved_model(model, a_file)
+    with pytest.raises(ValueError, match=r"`path` names a file .*is a directory"):
+        klv.export_tflite(model, tmp_path, time_steps=TIME)
+    with pytest.raises(ValueError, match="`path` must not be empty"):
+        klv.export_saved_model(model, "")
+    with pytest.raises(TypeError, match="`path` must be a path"):
+        klv.export_saved_model(model, 3)
+    with pytest.raises(ValueError, match="`streaming` must be True or False"):
+        klv.export_saved_model(model, tmp_path / "m", streaming="yes")
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer or None"):
+        klv.export_tflite(model, tmp_path / "m.tflite", batch_size=0)
+    assert a_file.read_text() == "not a SavedModel"
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_stateful_layers_are_refused(tmp_path):
+    """A served stateful model would carry one request's state into the next."""
+    model = keras.Sequential(
+        [keras.Input(batch_shape=(2, None, FEATURES)), klv.LSTM(3, stateful=True)]
+    )
+    with pytest.raises(ValueError, match="stateful=True"):
+        klv.export_saved_model(model, tmp_path / "m")
+
+
+# ------------------------------------------------------------------------------ token models
+def token_model(rng, return_sequences=True):
+    """Token ids -> Embedding(mask_zero) -> two recurrent layers -> Dense, random weights."""
+    model = keras.Sequential(
+        [
+            keras.Input((None,), dtype="int32"),
+            keras.layers.Embedding(9, FEATURES, mask_zero=True),
+            klv.LSTM(4, return_sequences=True),
+            klv.GRU(3, return_sequences=return_sequences),
+            keras.layers.Dense(2),
+        ]
+    )
+    random_weights(model, rng)
+    return model
+
+
+def token_ids(rng, length=TIME):
+    """Token ids padded (0) on the right, on the left and in the middle, one row each."""
+    ids = rng.integers(1, 9, (BATCH, length)).astype("int32")
+    ids[0, -2:] = 0
+    ids[1, :2] = 0
+    ids[2, length // 2] = 0
+    return ids
+
+
+@pytest.mark.parametrize("return_sequences", [True, False], ids=["sequences", "last"])
+def test_token_model_serves_and_streams_its_own_predictions(tmp_path, return_sequences):
+    rng = np.random.default_rng(9)
+    model = token_model(rng, return_sequences)
+    path = klv.export_saved_model(model, tmp_path / "m", streaming=True)
+    loaded = tf.saved_model.load(path)
+    serve = loaded.signatures["serving_default"]
+    spec = serve.structured_input_signature[1]["inputs"]
+    assert (spec.dtype, spec.shape.as_list()) == (tf.int32, [None, None])
+    for length in (TIME, 9):
+        ids = token_ids(rng, length)
+        np.testing.assert_allclose(serve(inputs=ids)["output"], model(ids), atol=1e-5)
+    step_spec = loaded.signatures["step"].structured_input_signature[1]["x_t"]
+    assert (step_spec.dtype, step_spec.shape.as_list()) == (tf.int32, [None])
+    # Streaming skips padding as the model's mask does: states kept, the last output repeated.
+    assert_step_equals_prefixes(loaded, model, token_ids(rng))
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+def test_tflite_keeps_a_free_time_axis(tmp_path):
+    """Without time_steps, the flatbuffer takes any length (two tested) and streams."""
+    rng = np.random.default_rng(10)
+    model = token_model(rng)
+    path = klv.export_tflite(model, tmp_path / "m.tflite", streaming=True)
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    serve = interpreter.get_signature_runner("serving_default")
+    for length in (4, 11):
+        ids = token_ids(rng, length)[:1]
+        np.testing.assert_allclose(serve(inputs=ids)["output"], model(ids), atol=1e-5)
+    step = interpreter.get_signature_runner("step")
+    ids = token_ids(rng)[1:2]
+    states = {
+        name: np.zeros(d["shape"], "float32")
+        for name, d in step.get_input_details().items()
+        if name != "x_t"
+    }
+    for t in range(ids.shape[1]):
+        states = dict(step(x_t=ids[:, t], **states))
+        np.testing.assert_allclose(states.pop("output"), model(ids[:, : t + 1])[:, -1], atol=1e-5)
+
+
+def test_tflite_says_to_pass_time_steps_when_the_converter_needs_it(tmp_path, monkeypatch):
+    class Refusing:
+        def convert(self):
+            raise RuntimeError("dynamic shapes unsupported")
+
+    monkeypatch.setattr(
+        tf.lite.TFLiteConverter, "from_saved_model", staticmethod(lambda *a, **k: Refusing())
+    )
+    model = keras.Sequential([keras.Input((None, FEATURES)), klv.GRU(3)])
+    with pytest.raises(ValueError, match="pass `time_steps`"):
+        klv.export_tflite(model, tmp_path / "m.tflite")
+    assert not os.path.exists(tmp_path / "m.tflite")
