@@ -243,11 +243,14 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
     def load_own_variables(self, store):
         """Load the weights, refusing those saved under another :meth:`layout`.
 
-        Weights saved without a layout record (before it existed) load as before.
+        Weights saved without a layout record (before it existed) load as before; a record
+        without one of today's ``layout_keys`` (saved before that option existed) is compared
+        on the keys it has (Keras's own count and shape checks still apply).
         """
         if LAYOUT_KEY in store:
             saved = json.loads(np.asarray(store[LAYOUT_KEY], dtype=np.uint8).tobytes().decode())
-            if saved != self.layout():
+            current = self.layout()
+            if any(saved[key] != current[key] for key in saved.keys() & current.keys()):
                 raise ValueError(
                     f"{type(self).__name__} '{self.name}': the weights being loaded were saved "
                     f"with {_describe(saved)}, which gives them another meaning than this "
