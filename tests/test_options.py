@@ -273,6 +273,45 @@ def test_gru_gradients_match_finite_differences():
     gradient_case(cell, x[..., :2], [h])
 
 
+@pytest.mark.parametrize("variant, kind", [("V", "peephole"), ("NP", "lstm")])
+def test_greff_takes_the_options_through_the_hooks(variant, kind):
+    """GreffLSTM's V and NP with every option equal the peephole LSTM and the LSTM with them
+    (weights copied): the Greff cell gets the options from the shared hooks."""
+    options = OPTIONS["all"]
+    ours = sequence_layer(kind, options)
+    greff = klv.GreffLSTM(
+        UNITS, variant=variant, return_sequences=True, return_state=True, **options
+    )
+    greff.build((BATCH, TIME, FEATURES))
+    greff.set_weights(randomize(ours))
+    x, states = make_data(options)
+    mask = padding_mask()
+    for a, b in zip(
+        greff(x, initial_state=states, mask=mask),
+        ours(x, initial_state=states, mask=mask),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_mixed_precision_with_every_option():
+    """Under mixed_float16 (LN statistics in float32) the options run and stay close to float32."""
+    options = OPTIONS["all"]
+    x, states = make_data(options)
+    full = sequence_layer("peephole", options)
+    weights = randomize(full)
+    expected = np.asarray(full(x, initial_state=states)[0])
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        half = sequence_layer("peephole", options)
+        half.set_weights(weights)
+        outputs = half(x, initial_state=states)[0]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert outputs.dtype == "float16"
+    np.testing.assert_allclose(np.asarray(outputs, dtype="float32"), expected, atol=2e-2)
+
+
 # --------------------------------------------------------------------------- zoneout
 
 

@@ -101,8 +101,7 @@ def layer_normalize(z, gamma, beta, epsilon):
     dtype = z.dtype
     if keras.backend.standardize_dtype(dtype) in ("float16", "bfloat16"):
         z = ops.cast(z, "float32")
-    mean = ops.mean(z, axis=-1, keepdims=True)
-    variance = ops.var(z, axis=-1, keepdims=True)
+    mean, variance = ops.moments(z, axes=[-1], keepdims=True)
     normalized = ops.cast((z - mean) * ops.rsqrt(variance + epsilon), dtype)
     return normalized * gamma + beta
 
