@@ -38,28 +38,51 @@ def make_layer(variant, path="layer", units=UNITS, dtype=None, **kwargs):
     return keras.layers.RNN(cell, dtype=dtype, **kwargs)
 
 
-def data(variant, seed=1, batch=BATCH, time=TIME, features=FEATURES, units=UNITS, dtype="float32"):
-    """Inputs and non-zero initial states: h, c ~ N(0, 0.5^2); FGR's previous gates in (0, 1)."""
+def data(
+    variant,
+    seed=1,
+    batch=BATCH,
+    time=TIME,
+    features=FEATURES,
+    units=UNITS,
+    dtype="float32",
+    output_units=None,
+):
+    """Inputs and non-zero initial states: h, c ~ N(0, 0.5^2); FGR's previous gates in (0, 1).
+
+    ``output_units``: the width of h when it differs from c's (a projection)."""
     generator = rng(seed)
     x = generator.normal(size=(batch, time, features)).astype(dtype)
-    states = [generator.normal(0.0, 0.5, (batch, units)).astype(dtype) for _ in range(2)]
+    states = [
+        generator.normal(0.0, 0.5, (batch, width)).astype(dtype)
+        for width in (output_units or units, units)
+    ]
     if variant == "FGR":
         states.append(generator.uniform(0.05, 0.95, (batch, 3 * units)).astype(dtype))
     return x, states
 
 
-def oracle(variant, weights):
+def oracle(variant, weights, layer_norm=False, proj_units=None, zoneout=0.0, **options):
     """``reference.greff_step`` for ``variant`` with the package's weight list bound to it,
     read in issue 9's documented order: kernel, recurrent kernel, bias, one peephole vector
-    per gate that has one (input, forget, output), FGR's gate-recurrent kernel."""
+    per gate that has one (input, forget, output); then the options' weights (layer norm's
+    kernel, recurrent and cell gamma and beta; the projection kernel); last FGR's
+    gate-recurrent kernel. ``options`` (cell_clip, proj_clip) go to the oracle as they are;
+    ``zoneout`` is applied as its inference expectation."""
     changes = reference.GREFF_CHANGES[variant]
     _, peephole_gates = reference.greff_layout(**changes)
     kernel, recurrent_kernel, bias, *rest = weights
     peepholes = dict(zip(peephole_gates, rest[: len(peephole_gates)], strict=True))
-    rest = rest[len(peephole_gates) :]
+    del rest[: len(peephole_gates)]
+    if layer_norm:
+        norms = {name: (rest.pop(0), rest.pop(0)) for name in ("kernel", "recurrent", "cell")}
+        options["norms"] = norms
+    if proj_units:
+        options["projection"] = rest.pop(0)
     gate_recurrent_kernel = rest.pop(0) if changes.get("gate_recurrence") else None
     assert not rest, "no weights beyond the documented ones"
     switches = {k: v for k, v in changes.items() if k not in ("has_peepholes", "gate_recurrence")}
+    zoneout_d = zoneout if isinstance(zoneout, (tuple, list)) else (zoneout, zoneout)
     return functools.partial(
         reference.greff_step,
         kernel=kernel,
@@ -67,7 +90,9 @@ def oracle(variant, weights):
         bias=bias,
         peepholes=peepholes,
         gate_recurrent_kernel=gate_recurrent_kernel,
+        zoneout_d=tuple(zoneout_d),
         **switches,
+        **options,
     )
 
 
@@ -441,33 +466,26 @@ def parallel_model(dtype=None, **options):
     return keras.Model(inputs, keras.layers.Concatenate(dtype=dtype)(outputs))
 
 
-def test_jit_compile_training():
-    """An XLA-compiled training step (with dropout) runs, equals eager in inference and
-    changes every weight of every variant."""
-    model = parallel_model(dropout=0.1, recurrent_dropout=0.1, seed=2)
+def test_jit_compile():
+    """Under XLA (``jit_compile=True``, what ``model.compile(jit_compile=True)`` uses), the
+    forward pass and the gradients of every weight of every variant equal eager ones."""
+    model = parallel_model()
     x, _ = data("V")
     randomize(model, std=0.3)
-    before = [w.copy() for w in model.get_weights()]
-    eager = model(x)
-    optimizer = keras.optimizers.Adam(0.01)
-    optimizer.build(model.trainable_variables)
 
-    @tf.function(jit_compile=True)
-    def train_step(x):
+    def forward_and_gradients(x):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(model(x, training=True)))
-        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-        return loss
+            outputs = model(x, training=True)
+            loss = tf.reduce_mean(tf.square(outputs))
+        return outputs, tape.gradient(loss, model.trainable_variables)
 
-    @tf.function(jit_compile=True)
-    def infer(x):
-        return model(x, training=False)
-
-    np.testing.assert_allclose(infer(x), eager, **TOLERANCE)
-    losses = [float(train_step(x)) for _ in range(3)]
-    assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)]
-    assert all(changed), [w.path for w, c in zip(model.weights, changed, strict=True) if not c]
+    eager, eager_grads = forward_and_gradients(x)
+    compiled, grads = tf.function(forward_and_gradients, jit_compile=True)(x)
+    np.testing.assert_allclose(compiled, eager, **TOLERANCE)
+    assert len(grads) == len(model.weights)
+    for grad, expected, weight in zip(grads, eager_grads, model.weights, strict=True):
+        assert np.abs(expected).max() > 0, weight.path
+        np.testing.assert_allclose(grad, expected, **TOLERANCE, err_msg=weight.path)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -614,3 +632,81 @@ def test_initial_state_of_fgr_has_three_parts():
         layer(x, initial_state=states[:2])
     with pytest.raises(ValueError, match=r"`initial_state` gates must have shape \(batch=3, 9\)"):
         layer(x, initial_state=[*states[:2], states[0]])
+
+
+# ------------------------------------------------------------------- options
+
+#: Each option of issue 9 section 2 (engineer B's, on LSTMCell), and all of them at once. The
+#: clipping bounds are small enough to bind with these weights and states.
+OPTIONS = {
+    "layer_norm": {"layer_norm": True},
+    "proj_units": {"proj_units": 2, "proj_clip": 0.1},
+    "cell_clip": {"cell_clip": 0.3},
+    "zoneout": {"zoneout": (0.3, 0.2)},
+    "all": {"layer_norm": True, "proj_units": 2, "cell_clip": 0.5, "zoneout": 0.25},
+}
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_option_with_every_variant_matches_reference(variant, option):
+    """In inference (zoneout: its expectation), with padding on either side: outputs and
+    final states equal the oracle with the option, and differ from it without the option;
+    the config round-trips."""
+    options = OPTIONS[option]
+    x, states = data(variant, output_units=options.get("proj_units"))
+    layer = built(make_layer(variant, **options, **SEQUENCES), x)
+    weights = randomize(layer)
+    mask = padding_mask()
+    outputs, *final = layer(x, initial_state=states, mask=mask)
+    step = oracle(variant, weights, **options)
+    expected, expected_final = reference.run(step, x, states, mask=mask)
+    np.testing.assert_allclose(outputs, expected, **TOLERANCE)
+    for state, expected_state in zip(final, expected_final, strict=True):
+        np.testing.assert_allclose(state, expected_state, **TOLERANCE)
+
+    without = dict(options)
+    for key in ("cell_clip", "proj_clip", "zoneout"):
+        without.pop(key, None)
+    if without != options:  # the option changes the result (it binds)
+        step = oracle(variant, weights, **without)
+        other, _ = reference.run(step, x, states, mask=mask)
+        assert np.abs(np.asarray(outputs) - other).max() > 1e-3
+
+    clone = klv.GreffLSTM.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_all_options_train_and_round_trip_keras_file(tmp_path):
+    """All options on every variant: a training step (zoneout's per-step masks, dropout)
+    gives every weight a gradient; the model saves and loads as ``.keras`` unchanged."""
+    model = parallel_model(**OPTIONS["all"], dropout=0.1, seed=3)
+    randomize(model, std=0.3)
+    x, _ = data("V")
+    with tf.GradientTape() as tape:
+        training = model(x, training=True)
+        loss = tf.reduce_mean(tf.square(training))
+    grads = tape.gradient(loss, model.trainable_weights)
+    assert all(g is not None and np.abs(g).max() > 0 for g in grads)
+    inference = np.asarray(model(x))
+    assert np.isfinite(training).all() and np.abs(training - inference).max() > 1e-3
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_array_equal(loaded(x), inference)
+
+
+@pytest.mark.parametrize(
+    "argument, value",
+    [
+        ("proj_units", 0),
+        ("proj_units", 2.5),
+        ("cell_clip", -1.0),
+        ("zoneout", 1.0),
+        ("layer_norm", "yes"),
+        ("proj_clip", 1.0),
+    ],
+)
+def test_bad_options_name_the_argument(argument, value):
+    for variant in VARIANTS:
+        with pytest.raises(ValueError, match=f"`{argument}`"):
+            klv.GreffLSTM(3, variant=variant, **{argument: value})
