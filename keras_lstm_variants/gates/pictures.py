@@ -83,10 +83,20 @@ def _figure(width, height):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+    figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     FigureCanvasAgg(figure)
-    figure.get_layout_engine().set(w_pad=2 / DPI, h_pad=2 / DPI, hspace=0.02, wspace=0.02)
     return figure
+
+
+def _axes(figure, left, top, width, height):
+    """Axes at a fixed place given in pixels from the figure's top left corner.
+
+    A fixed layout (rather than matplotlib's constrained layout, which took most of the
+    drawing time) keeps every picture the same, and fast.
+    """
+    total_width, total_height = figure.bbox.width, figure.bbox.height
+    return figure.add_axes((left / total_width, 1 - (top + height) / total_height,
+                            width / total_width, height / total_height))
 
 
 def render(figure):
@@ -112,7 +122,10 @@ def heatmap_figure(trace, ranges, sequence=0, title=None):
     gates = list(trace)
     height, width = heatmap_size(len(gates))
     figure = _figure(width, height)
-    axes = figure.subplots(len(gates), 1, sharex=True, squeeze=False)[:, 0]
+    # Each panel: its title (18 px), the image (units by time), a colour bar on the right.
+    left, right, top = 40, 50, 22
+    axes = [_axes(figure, left, top + k * HEATMAP_PANEL + 18, width - left - right,
+                  HEATMAP_PANEL - 24) for k in range(len(gates))]
     colormap = matplotlib.colormaps["viridis"].with_extremes(
         bad=np.array(MASKED_COLOR) / 255
     )
@@ -134,11 +147,16 @@ def heatmap_figure(trace, ranges, sequence=0, title=None):
         ax.yaxis.set_major_locator(MaxNLocator(nbins=2, integer=True))
         ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
         ax.tick_params(labelsize=TICK, length=2, pad=1)
-        bar = figure.colorbar(image, ax=ax, fraction=0.05, pad=0.01, aspect=6)
+        position = ax.get_position()
+        bar_axes = figure.add_axes((position.x1 + 6 / width, position.y0, 9 / width,
+                                    position.height))
+        bar = figure.colorbar(image, cax=bar_axes)
         bar.set_ticks([low, high])
         bar.ax.tick_params(labelsize=TICK, length=2, pad=1)
         open_range = None in ranges[gate]
         bar.ax.set_ylabel("observed" if open_range else "", fontsize=TICK, labelpad=1)
+    for ax in axes[:-1]:
+        ax.tick_params(labelbottom=False)
     axes[-1].set_xlabel("time step", fontsize=LABEL, labelpad=1)
     heading = f"{title}: " if title else ""
     heading += f"sequence {sequence}"
@@ -163,7 +181,8 @@ def saturation_figure(left, right, gate, thresholds, title=None, corners=None):
     keep = ~(np.isnan(left) | np.isnan(right))
     points = np.round(np.stack([left[keep], right[keep]], axis=1), 2)
     figure = _figure(SCATTER_SIZE, SCATTER_SIZE)
-    ax = figure.subplots()
+    side = SCATTER_SIZE - 60
+    ax = _axes(figure, 48, 22, side, side)
     ax.plot([0, 1], [1, 0], color="0.6", linestyle="--", linewidth=1, zorder=1)
     if len(points):
         where, count = np.unique(points, axis=0, return_counts=True)
