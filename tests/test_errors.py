@@ -11,6 +11,7 @@ LAYERS = [layer for _, layer in klv.VARIANTS.values()]
 CLASSES = CELLS + LAYERS
 STATE_COUNT = {klv.LSTM: 2, klv.PeepholeLSTM: 2, klv.CIFGLSTM: 2, klv.GRU: 1}
 STATE_COUNT[klv.GreffLSTM] = 2  # variant "V"; FGR adds the previous gates (test_greff.py)
+STATE_COUNT[klv.SLSTM] = STATE_COUNT[klv.MLSTM] = 4  # h and the memory c/C, n, m
 
 
 def ids(klass):

@@ -26,6 +26,7 @@ in the compute dtype between steps, as ``keras.layers.RNN`` requires).
 
 import math
 import numbers
+from typing import ClassVar
 
 from keras import ops
 
@@ -74,6 +75,29 @@ class _ExponentialGating(RecurrentCell):
     """What both xLSTM cells share: heads, the forget activation, the stabilized gates."""
 
     layout_keys = ("num_heads", "forget_activation")
+    #: The stabilized gates i', f' lie in (0, 1] (gate statistics read them like sigmoids).
+    gate_ranges: ClassVar[dict] = {
+        "input": (0.0, 1.0),
+        "forget": (0.0, 1.0),
+        "candidate": (-1.0, 1.0),
+        "output": (0.0, 1.0),
+    }
+    #: What a saturated stabilized gate means (see the module docstring).
+    gate_meanings: ClassVar[dict] = {
+        "input": (
+            "write negligible",
+            "i' ~ 0: this step's write weighs little next to the decayed memory (i~_t is far "
+            "below log f_t + m_{t-1}).",
+            "write dominates",
+            "i' ~ 1: this step's write outweighs the decayed memory (the stabilizer m_t = i~_t).",
+        ),
+        "forget": (
+            "memory replaced",
+            "f' ~ 0: the decayed memory is negligible next to this step's write: replaced.",
+            "memory kept",
+            "f' ~ 1: the memory keeps its weight; the write enters scaled by i' <= 1.",
+        ),
+    }
 
     def __init__(self, units, num_heads=1, forget_activation="sigmoid", **kwargs):
         super().__init__(units, **kwargs)
@@ -185,6 +209,12 @@ class SLSTMCell(_ExponentialGating):
         if self.use_bias:
             self.bias = self.add_kind_weight("bias", (4 * self.units,), "bias")
 
+    def flops_per_step(self, batch):
+        """GEMM flops of one step: ``W x`` and the block-diagonal ``R h`` (``num_heads`` times
+        fewer than a dense recurrent matrix)."""
+        features = self.kernel.shape[0]
+        return 2 * batch * (features * 4 * self.units + self.units * 4 * self.head_size)
+
     def recurrent_preactivations(self, h_prev, training=False):
         """``R h_prev``, ``R`` block-diagonal over the heads; columns i, f, z, o as the kernel."""
         h = self.recurrent_input(h_prev, training)
@@ -292,6 +322,14 @@ class MLSTMCell(_ExponentialGating):
         width = self.projection_width
         self.kernel = self.add_kind_weight("kernel", (input_shape[-1], width), "kernel")
         self.bias = self.add_kind_weight("bias", (width,), "bias") if self.use_bias else None
+
+    def flops_per_step(self, batch):
+        """Flops of one recurrent step: the projection ``W x`` and, per head, the rank-one
+        update of ``C`` (about ``2 d^2``) and ``C q`` (``2 d^2``). The parallel form does
+        ``O(time)`` times more per step instead (its ``(time, time)`` products)."""
+        features = self.kernel.shape[0]
+        memory = 4 * self.num_heads * self.head_size**2
+        return 2 * batch * features * self.projection_width + batch * memory
 
     def split(self, z):
         """``q, k, v, i~, f~, o~`` from the projection ``W x + b`` (any leading axes);
