@@ -30,11 +30,12 @@ tracing (constant in the sequence length) plus the tensors of the step. A second
 understate it: the allocator keeps the first call's freed memory.
 """
 
+import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -108,7 +109,31 @@ def configure(parser):
         help="comma-separated variant specs name[:variant][+option[=value]], e.g. "
         "'lstm,greff:NIG,lstm+layer_norm,lstm+proj_units=64' (default: lstm,peephole,cifg,gru)",
     )
-    parser.add_argument("--no-jit", action="store_true", help="skip the jit_compile=True models")
+    parser.add_argument(
+        "--backend",
+        metavar="LIST",
+        help="comma-separated Keras backends (tensorflow, jax, torch), each measured in its own "
+        "subprocess on whatever device it sees (default: the current KERAS_BACKEND, in this "
+        "process)",
+    )
+    parser.add_argument(
+        "--anchors",
+        default="torch",
+        metavar="torch|none",
+        help="time torch.nn.LSTM / torch.nn.GRU (cuDNN on a GPU, oneDNN on a CPU) beside ours, "
+        "where torch is installed (default torch)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        metavar="N",
+        help="torch.set_num_threads for the anchors (default: the cores this process may use)",
+    )
+    parser.add_argument(
+        "--no-jit",
+        action="store_true",
+        help="skip the jit_compile=True models (on JAX, where only jit is measured, keep it)",
+    )
     parser.add_argument(
         "--sections",
         default="speed,memory",
@@ -151,9 +176,25 @@ def configure(parser):
     )
 
 
+BACKENDS = ("tensorflow", "jax", "torch")
+
+#: ``jit_compile`` settings measured per backend. On JAX, ``jit_compile=False`` runs every op
+#: eagerly (one dispatch per op per step, seconds per batch: nobody trains that way, and Keras's
+#: default there is jit); on torch, ``jit_compile=True`` is ``torch.compile`` (Inductor), which
+#: failed to build the loop's kernels here (docs/speed.md), and Keras's default there is eager.
+JIT_MODES = {"tensorflow": (False, True), "jax": (True,), "torch": (False,)}
+
+
+def current_backend():
+    import keras
+
+    return keras.backend.backend()
+
+
 def parse(args):
-    """Validate ``args``; return (shapes, variants, memory lengths, sections)."""
-    for name in ("batch", "time", "features", "units", "repeats", "gemm_size", "inference_units"):
+    """Validate every argument before any work; return the plan (a dict)."""
+    numbers = ("batch", "time", "features", "units", "repeats", "gemm_size", "inference_units")
+    for name in (*numbers, "torch_threads"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise UsageError(
@@ -171,7 +212,39 @@ def parse(args):
     sections = {name.strip() for name in args.sections.split(",") if name.strip()}
     if not sections or not sections <= {"speed", "memory"}:
         raise UsageError(f"--sections takes speed and/or memory; received {args.sections!r}")
-    return shapes, variants, positive_ints("memory-steps", args.memory_steps), sections
+    return {
+        "shapes": shapes,
+        "variants": variants,
+        "lengths": positive_ints("memory-steps", args.memory_steps),
+        "sections": sections,
+        "backends": parse_backends(args.backend),
+        "anchors": parse_anchors(args.anchors),
+    }
+
+
+def parse_backends(text):
+    """``--backend``: Keras backends, each installed; default the current one."""
+    if text is None:
+        return [current_backend()]
+    backends = [name.strip() for name in text.split(",") if name.strip()]
+    if not backends or not set(backends) <= set(BACKENDS) or len(set(backends)) < len(backends):
+        raise UsageError(
+            f"--backend takes comma-separated names from {', '.join(BACKENDS)}; received {text!r}"
+        )
+    missing = [name for name in backends if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"--backend {','.join(missing)}: not installed (pip install {missing[0]})")
+    return backends
+
+
+def parse_anchors(text):
+    """``--anchors``: ``torch`` (``torch.nn.LSTM``/``GRU`` rows where torch is installed) or
+    ``none``."""
+    if text not in ("torch", "none"):
+        raise UsageError(f"--anchors takes torch or none; received {text!r}")
+    if text == "torch" and importlib.util.find_spec("torch") is None:
+        return []
+    return [] if text == "none" else ["torch"]
 
 
 def parse_variants(text):
@@ -211,18 +284,70 @@ def progress(message):
 
 # --------------------------------------------------------------------------- the GEMM peak
 def gemm_peak(n, repeats=5):
-    """Float32 GEMM GFLOP/s for ``n x n @ n x n``: best of ``repeats``, NumPy and TensorFlow."""
-    import tensorflow as tf
+    """Float32 GEMM GFLOP/s for ``n x n @ n x n``: best of ``repeats``, NumPy and the current
+    Keras backend (``keras.ops.matmul`` on its default device, the result read back)."""
+    from keras import ops
 
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
-    ta, tb = tf.constant(a), tf.constant(b)
-    runs = {"numpy": lambda: a @ b, "tensorflow": lambda: (ta @ tb).numpy()}
+    ta, tb = ops.convert_to_tensor(a), ops.convert_to_tensor(b)
+    runs = {"numpy": lambda: a @ b, current_backend(): lambda: ops.convert_to_numpy(ta @ tb)}
     best = {}
     for name, run in runs.items():
         run()
         best[name] = min(timed(run) for _ in range(repeats))
     return {name: 2 * n**3 / seconds / 1e9 for name, seconds in best.items()}
+
+
+def cores():
+    """CPU cores this process may run on (its affinity), which the backends' pools use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count()
+
+
+def device_description():
+    """What the current backend computes on: its first device, and the CPU model."""
+    backend = current_backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        name = f"{device.platform}: {getattr(device, 'device_kind', device)}"
+    elif backend == "torch":
+        import torch
+
+        cuda = torch.cuda.is_available()
+        name = f"cuda: {torch.cuda.get_device_name(0)}" if cuda else "cpu"
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        name = f"gpu: {gpus[0].name}" if gpus else "cpu"
+    return f"{name} ({cpu_model()}, {cores()} cores)"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def versions():
+    """Versions of Python, Keras and every backend library imported in this process."""
+    import keras
+
+    found = {"python": sys.version.split()[0], "keras": keras.__version__}
+    for name in ("tensorflow", "jax", "torch"):
+        if name in sys.modules:
+            found[name] = sys.modules[name].__version__
+    return found
 
 
 def timed(function, *args):
@@ -256,15 +381,59 @@ def build_model(kind, shape, jit_compile, seed=0):
     return model
 
 
+#: The torch anchor of each stock Keras layer.
+ANCHORS = {"keras.LSTM": "torch.nn.LSTM", "keras.GRU": "torch.nn.GRU"}
+
+
+class TorchAnchor:
+    """``torch.nn.LSTM``/``GRU`` (cuDNN on a GPU, oneDNN on a CPU) timed like the Keras models:
+    ``train_on_batch`` is forward, MSE of the last output, backward and an SGD step;
+    ``predict_on_batch`` is the forward pass without gradients; both take and return NumPy."""
+
+    def __init__(self, kind, shape, seed=0):
+        import torch
+
+        torch.manual_seed(seed)
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        module = getattr(torch.nn, kind.split(".")[-1])
+        self.rnn = module(shape.features, shape.units, batch_first=True).to(self.device)
+        self.optimizer = torch.optim.SGD(self.rnn.parameters(), lr=0.01)
+        self.output_shape = (None, shape.units)
+        self.parameters = sum(p.numel() for p in self.rnn.parameters() if p.dim() == 2)
+
+    def train_on_batch(self, x, y):
+        torch = self.torch
+        x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        outputs, _ = self.rnn(x)
+        loss = torch.nn.functional.mse_loss(outputs[:, -1], y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()  # reads the loss back: waits for the device
+
+    def predict_on_batch(self, x):
+        with self.torch.no_grad():
+            outputs, _ = self.rnn(self.torch.from_numpy(x).to(self.device))
+            return outputs[:, -1].cpu().numpy()
+
+
 def step_flops(model, batch):
     """GEMM flops of one forward step of ``model``'s recurrent layer at ``batch``: the cell's
-    ``flops_per_step(batch)`` where it defines one, else ``2 B`` x the size of every matrix
-    weight of the cell (each is one product per step)."""
+    ``flops_per_step(batch)`` where it defines one, else ``2 B`` x the size of every weight
+    matrix of the cell (each is one product per step)."""
+    if isinstance(model, TorchAnchor):
+        return 2 * batch * model.parameters
     cell = model.layers[-1].cell
     if hasattr(cell, "flops_per_step"):
         return int(cell.flops_per_step(batch))
-    sizes = [int(np.prod(w.shape)) for w in cell.trainable_weights if len(w.shape) == 2]
+    sizes = [int(np.prod(w.shape)) for w in matrix_weights(cell)]
     return 2 * batch * sum(sizes)
+
+
+def matrix_weights(cell):
+    """The cell's weight matrices (a GRU's ``(2, 3U)`` bias is no matrix product)."""
+    return [w for w in cell.trainable_weights if len(w.shape) == 2 and "bias" not in w.name]
 
 
 def target(model, shape):
@@ -273,8 +442,9 @@ def target(model, shape):
     return rng.standard_normal((shape.batch, *model.output_shape[1:]), dtype=np.float32)
 
 
-def bench_shape(shape, variants, jit_modes, repeats, peak):
-    """Time every (model, jit) pair at ``shape``, interleaved; return one record per pair."""
+def bench_shape(shape, variants, jit_modes, repeats, peak, anchors=()):
+    """Time every (model, jit) pair at ``shape``, and the torch anchors, interleaved; return
+    one record per pair."""
     kinds = with_stock(variants)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((shape.batch, shape.time, shape.features), dtype=np.float32)
@@ -287,6 +457,22 @@ def bench_shape(shape, variants, jit_modes, repeats, peak):
             entry = {
                 "model": kind,
                 "jit_compile": jit,
+                "shape": asdict(shape),
+                "forward_flops": shape.time * step_flops(model, shape.batch),
+                "train": [],
+                "predict": [],
+            }
+            entry["first_train_s"] = timed(model.train_on_batch, x, y)
+            entry["first_predict_s"] = timed(model.predict_on_batch, x)
+            entries.append((entry, model, y))
+    if "torch" in anchors:
+        for kind in sorted({ANCHORS[stock_of(spec)] for spec in variants}):
+            progress(f"{shape}: {kind}: build, first calls")
+            model = TorchAnchor(kind, shape)
+            y = target(model, shape)
+            entry = {
+                "model": kind,
+                "jit_compile": None,
                 "shape": asdict(shape),
                 "forward_flops": shape.time * step_flops(model, shape.batch),
                 "train": [],
@@ -318,6 +504,7 @@ def bench_shape(shape, variants, jit_modes, repeats, peak):
                 "train_peak_fraction": 3 * flops / train / 1e9 / peak,
                 "first_call_overhead_s": entry["first_train_s"] - train,
                 "compile_s": entry["first_train_s"] - train if entry["jit_compile"] else None,
+                "first_predict_overhead_s": entry["first_predict_s"] - predict,
             }
         )
     return records
@@ -328,9 +515,10 @@ def compare(records):
     by_key = {(str(Shape(**r["shape"])), r["model"], r["jit_compile"]): r for r in records}
     rows = []
     for (shape, model, jit), ours in by_key.items():
-        if model.startswith("keras."):
+        if model.startswith(("keras.", "torch.")):
             continue
         stock = by_key[(shape, stock_of(model), jit)]
+        anchor = by_key.get((shape, ANCHORS[stock_of(model)], None))
         no_jit = by_key.get((shape, model, False))
         rows.append(
             {
@@ -344,6 +532,11 @@ def compare(records):
                 "predict_ms": ours["predict_ms"],
                 "stock_predict_ms": stock["predict_ms"],
                 "predict_ratio": ours["predict_ms"] / stock["predict_ms"],
+                "anchor": anchor and anchor["model"],
+                "anchor_train_ms": anchor and anchor["train_ms"],
+                "anchor_train_ratio": anchor and ours["train_ms"] / anchor["train_ms"],
+                "anchor_predict_ms": anchor and anchor["predict_ms"],
+                "anchor_predict_ratio": anchor and ours["predict_ms"] / anchor["predict_ms"],
                 "jit_vs_no_jit_train": ours["train_ms"] / no_jit["train_ms"]
                 if jit and no_jit
                 else None,
@@ -356,33 +549,44 @@ def compare(records):
 
 
 # ------------------------------------------------------------------------------- memory
-def current_rss():
-    """Resident set size of this process now, in bytes (Linux ``/proc/self/statm``)."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def proc_status_kb(field):
+    """A ``kB`` field of ``/proc/self/status`` (Linux), e.g. ``VmRSS`` or ``VmHWM``, in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"/proc/self/status has no {field}")
 
 
 def measure_memory(spec):
-    """Run once in this (fresh) process: peak RSS of one call, per ``spec`` (a dict)."""
+    """Run once in this (fresh) process: the host memory one call needs, per ``spec`` (a dict).
+
+    The model is built and its input made first; then the kernel's high-water mark is reset
+    (``5`` into ``/proc/self/clear_refs``) and the call made. ``VmHWM`` is then the peak RSS
+    *during the call*; ``VmHWM - RSS before`` is what the call needed. (``getrusage``'s
+    ``ru_maxrss`` is not reset that way once a thread has exited, so it reports the process's
+    lifetime peak instead.)"""
     shape = Shape(**spec["shape"])
     model = build_model(spec["model"], shape, jit_compile=False)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((shape.batch, shape.time, shape.features), dtype=np.float32)
     y = target(model, shape)
+    lifetime_peak = proc_status_kb("VmHWM")
     peak_reset = reset_peak_rss()
-    before = current_rss()
+    before = proc_status_kb("VmRSS")
     start = time.perf_counter()
     if spec["mode"] == "train":
         finite = bool(np.isfinite(model.train_on_batch(x, y)))
     else:
         finite = bool(np.isfinite(model.predict_on_batch(x)).all())
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss is KiB on Linux
+    peak = proc_status_kb("VmHWM")
     return {
         **spec,
         "rss_before_mb": before / 2**20,
         "peak_rss_mb": peak / 2**20,
         "call_mb": (peak - before) / 2**20,
+        "peak_before_reset_mb": lifetime_peak / 2**20,
         "peak_reset": peak_reset,
         "seconds": seconds,
         "finite": finite,
@@ -400,9 +604,9 @@ def reset_peak_rss():
 
 
 def memory_in_subprocess(spec):
-    """:func:`measure_memory` in a fresh interpreter, so each peak RSS is its own."""
+    """:func:`measure_memory` in a fresh interpreter, so each peak is its own."""
     done = subprocess.run(
-        [sys.executable, "-m", __name__, json.dumps(spec)],
+        [sys.executable, "-m", __name__, "memory", json.dumps(spec)],
         capture_output=True,
         text=True,
         check=False,
@@ -462,21 +666,33 @@ def number(value, spec):
 
 
 def format_table(rows, peak):
-    """One line per (shape, variant, jit_compile): ours, stock, their ratio; throughput."""
+    """One line per (shape, variant, jit_compile): ours, stock, torch, the ratios; throughput."""
+    anchored = any(row["anchor"] for row in rows)
+    torch_head = ("torch", "ratio") if anchored else ()
     table = [
         (
-            *("shape BxTxFxU", "variant", "jit", "train ms", "stock", "ratio"),
-            *("infer ms", "stock", "ratio", "GFLOP/s", "%peak", "jit/no", "compile s"),
+            *("shape BxTxFxU", "variant", "jit", "train ms", "stock", "ratio", *torch_head),
+            *("infer ms", "stock", "ratio", *torch_head),
+            *("GFLOP/s", "%peak", "jit/no", "compile s"),
         )
     ]
     for row in rows:
+
+        def times(mode, row=row):
+            ms, ratio = (f"anchor_{mode}_ms", f"anchor_{mode}_ratio")
+            torch = (number(row[ms], ".1f"), number(row[ratio], ".2f")) if anchored else ()
+            return (
+                number(row[f"{mode}_ms"], ".1f"),
+                number(row[f"stock_{mode}_ms"], ".1f"),
+                number(row[f"{mode}_ratio"], ".2f"),
+                *torch,
+            )
+
         table.append(
             (
                 *(row["shape"], row["variant"], "yes" if row["jit_compile"] else "no"),
-                *(number(row[key], ".1f") for key in ("train_ms", "stock_train_ms")),
-                number(row["train_ratio"], ".2f"),
-                *(number(row[key], ".1f") for key in ("predict_ms", "stock_predict_ms")),
-                number(row["predict_ratio"], ".2f"),
+                *times("train"),
+                *times("predict"),
                 number(row["train_gflops"], ".1f"),
                 number(100 * row["train_peak_fraction"], ".1f"),
                 number(row["jit_vs_no_jit_train"], ".2f"),
@@ -484,7 +700,10 @@ def format_table(rows, peak):
             )
         )
     title = f"GEMM peak {peak:.0f} GFLOP/s; minimum over the repeats; ratio = ours / stock"
-    widths = (17, 9, 3, 8, 8, 5, 8, 8, 5, 7, 5, 6, 9)
+    if anchored:
+        title += " and ours / torch.nn (same threads)"
+    head = (8, 8, 5, *((7, 5) if anchored else ()))
+    widths = (17, 9, 3, *head, *head, 7, 5, 6, 9)
     return "\n".join([title, *render(table, widths, left=3)])
 
 
@@ -501,31 +720,39 @@ def format_memory(results):
     return "\n".join(render(table, (10, 7, 17, 11, 8, 6), left=3))
 
 
-def run(args):
-    shapes, variants, lengths, sections = parse(args)
-    import keras
-    import tensorflow as tf
+def measure(plan, args):
+    """Everything ``plan`` asks for, on the current backend, in this process: one run."""
+    backend = current_backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    tf.get_logger().setLevel("ERROR")  # one retracing warning per model otherwise
+        tf.get_logger().setLevel("ERROR")  # one retracing warning per model otherwise
+    anchors = plan["anchors"]
+    if "torch" in anchors:
+        import torch
+
+        torch.set_num_threads(args.torch_threads or cores())
     started, load_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), os.getloadavg()
     gemm, peak, records, memory = {}, None, [], []
-    if "speed" in sections:
-        progress(f"GEMM peak: {args.gemm_size}^3 float32")
+    jit_modes = JIT_MODES[backend]
+    if args.no_jit:
+        jit_modes = tuple(mode for mode in jit_modes if not mode) or jit_modes
+    if "speed" in plan["sections"]:
+        progress(f"{backend}: GEMM peak: {args.gemm_size}^3 float32")
         gemm = gemm_peak(args.gemm_size)
         peak = max(gemm.values())
-        jit_modes = (False,) if args.no_jit else (False, True)
-        for shape in shapes:
-            records += bench_shape(shape, variants, jit_modes, args.repeats, peak)
-    rows = compare(records)
-    if "memory" in sections:
-        memory = bench_memory(variants, lengths, args.inference_steps, args.inference_units)
-    result = {
-        "versions": {
-            "keras": keras.__version__,
-            "tensorflow": tf.__version__,
-            "python": sys.version.split()[0],
-        },
-        "cpu_count": os.cpu_count(),
+        for shape in plan["shapes"]:
+            records += bench_shape(shape, plan["variants"], jit_modes, args.repeats, peak, anchors)
+    if "memory" in plan["sections"]:
+        memory = bench_memory(
+            plan["variants"], plan["lengths"], args.inference_steps, args.inference_units
+        )
+    return {
+        "backend": backend,
+        "device": device_description(),
+        "versions": versions(),
+        "cores": cores(),
+        "torch_threads": (args.torch_threads or cores()) if anchors else None,
         "started": started,
         "load_average_before_after": [load_before, os.getloadavg()],
         "repeats": args.repeats,
@@ -533,20 +760,86 @@ def run(args):
         "gemm_size": args.gemm_size,
         "peak_gflops": peak,
         "records": records,
-        "comparisons": rows,
-        "memory": memory,
+        "comparisons": [{"backend": backend, **row} for row in compare(records)],
+        "memory": [{"backend": backend, **m} for m in memory],
     }
-    if rows:
-        print(format_table(rows, peak))
-    if memory:
-        print(format_memory(memory))
+
+
+def measure_in_subprocess(plan, args, backend):
+    """:func:`measure` under ``KERAS_BACKEND=backend`` in a fresh interpreter."""
+    progress(f"{backend}: starting its own process")
+    with tempfile.TemporaryDirectory() as directory:
+        output = os.path.join(directory, "run.json")
+        request = {"args": vars(args), "output": output}
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        command = [sys.executable, "-m", __name__, "backend", json.dumps(request)]
+        done = subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL)
+        if done.returncode != 0 or not os.path.exists(output):
+            return {"backend": backend, "error": f"the {backend} run exited {done.returncode}"}
+        with open(output) as file:
+            return json.load(file)
+
+
+def run(args):
+    plan = parse(args)
+    if plan["backends"] == [current_backend()]:
+        runs = [measure(plan, args)]
+    else:
+        runs = [measure_in_subprocess(plan, args, backend) for backend in plan["backends"]]
+    for one in runs:
+        if "error" in one:
+            print(f"{one['backend']}: FAILED: {one['error']}")
+            continue
+        print(f"backend {one['backend']} on {one['device']}; {format_versions(one['versions'])}")
+        if one["comparisons"]:
+            print(format_table(one["comparisons"], one["peak_gflops"]))
+        if one["memory"]:
+            print(format_memory(one["memory"]))
+    if len(runs) > 1:
+        print(format_backends(runs))
     sys.stdout.flush()
+    result = {"runs": runs}
     with open(args.json, "w") as file:
         json.dump(result, file, indent=1)
     print(f"results written to {args.json}")
-    failed = [r for r in memory if "error" in r or not r["finite"]]
+    failed = [one for one in runs if "error" in one] + [
+        m for one in runs for m in one.get("memory", ()) if "error" in m or not m["finite"]
+    ]
     return 1 if failed else 0
 
 
+def format_versions(found):
+    return ", ".join(f"{name} {version}" for name, version in found.items())
+
+
+def format_backends(runs):
+    """One line per (shape, variant): train / infer ms on every backend, side by side."""
+    columns = [one["backend"] for one in runs if "error" not in one]
+    times = {}
+    for one in runs:
+        for r in one.get("records", ()):
+            key = (str(Shape(**r["shape"])), r["model"], r["jit_compile"])
+            times.setdefault(key, {})[one["backend"]] = r
+    table = [("shape BxTxFxU", "model", "jit", *(f"{b} train/infer ms" for b in columns))]
+    for (shape, model, jit), by_backend in times.items():
+        cells = []
+        for backend in columns:
+            r = by_backend.get(backend)
+            cells.append(f"{r['train_ms']:.1f} / {r['predict_ms']:.1f}" if r else "")
+        jit_text = "" if jit is None else ("yes" if jit else "no")
+        table.append((shape, model, jit_text, *cells))
+    widths = (17, 9, 3) + (len(table[0][3]),) * len(columns)
+    return "\n".join(["side by side (minimum over the repeats)", *render(table, widths, left=3)])
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure_memory(json.loads(sys.argv[1]))))
+    mode, payload = sys.argv[1], json.loads(sys.argv[2])
+    if mode == "memory":
+        print(json.dumps(measure_memory(payload)))
+    else:  # "backend": one whole run under this process's KERAS_BACKEND
+        import argparse
+
+        arguments = argparse.Namespace(**payload["args"])
+        one = measure(parse(arguments), arguments)
+        with open(payload["output"], "w") as file:
+            json.dump(one, file)

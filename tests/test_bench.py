@@ -6,7 +6,11 @@ tests/test_layers.py (``test_layer_loop_equals_rnn_of_cell``).
 """
 
 import json
+import subprocess
+import sys
 
+import keras
+import numpy as np
 import pytest
 
 import keras_lstm_variants as klv
@@ -32,16 +36,21 @@ def test_bench_writes_table_and_json(tmp_path, capsys):
         "7",
         "--inference-units",
         "5",
+        "--anchors",
+        "none",
         "--json",
         str(path),
     ]
     assert cli.main(argv) == 0
     out = capsys.readouterr()
-    result = json.loads(path.read_text())
+    (result,) = json.loads(path.read_text())["runs"]
+    backend = keras.backend.backend()
+    assert result["backend"] == backend and result["versions"]["keras"] == keras.__version__
+    jit_modes = bench.JIT_MODES[backend]
 
-    # every model measured, with and without XLA: the variant and its stock counterpart
+    # every model measured, in each jit mode of the backend: the variant and its stock layer
     models = {(r["model"], r["jit_compile"]) for r in result["records"]}
-    assert models == {(m, jit) for m in ("cifg", "keras.LSTM") for jit in (False, True)}
+    assert models == {(m, jit) for m in ("cifg", "keras.LSTM") for jit in jit_modes}
     for record in result["records"]:
         assert record["shape"] == {"batch": 3, "time": 5, "features": 4, "units": 6}
         assert record["train_ms"] > 0 and record["predict_ms"] > 0
@@ -54,25 +63,27 @@ def test_bench_writes_table_and_json(tmp_path, capsys):
 
     # one comparison row per jit mode, its ratios consistent with the records
     rows = result["comparisons"]
-    assert [(r["variant"], r["jit_compile"]) for r in rows] == [("cifg", False), ("cifg", True)]
+    assert [(r["variant"], r["jit_compile"]) for r in rows] == [("cifg", j) for j in jit_modes]
     for row in rows:
-        assert row["stock"] == "keras.LSTM"
+        assert row["stock"] == "keras.LSTM" and row["anchor"] is None
         assert row["train_ratio"] == pytest.approx(row["train_ms"] / row["stock_train_ms"])
         assert row["predict_ratio"] == pytest.approx(row["predict_ms"] / row["stock_predict_ms"])
-    assert rows[0]["jit_vs_no_jit_train"] is None
-    assert rows[1]["jit_vs_no_jit_train"] == pytest.approx(
-        rows[1]["train_ms"] / rows[0]["train_ms"]
-    )
+    if jit_modes == (False, True):
+        assert rows[0]["jit_vs_no_jit_train"] is None
+        assert rows[1]["jit_vs_no_jit_train"] == pytest.approx(
+            rows[1]["train_ms"] / rows[0]["train_ms"]
+        )
 
     # the long-inference memory check ran in a real subprocess, at the requested shape
     (memory,) = result["memory"]
     assert memory["model"] == "cifg" and memory["mode"] == "predict" and memory["finite"]
     assert memory["shape"]["time"] == 7 and memory["shape"]["units"] == 5
-    assert memory["peak_rss_mb"] >= memory["rss_before_mb"] > 0
+    assert memory["peak_rss_mb"] >= memory["rss_before_mb"] > 0 and memory["peak_reset"]
 
-    # the table shows both rows and the memory line; progress goes to stderr
+    # the table shows one row per jit mode and the memory line; progress goes to stderr
     table = out.out.splitlines()
-    assert sum(line.startswith("3x5x4x6") and " cifg " in line for line in table) == 2
+    rows_shown = sum(line.startswith("3x5x4x6") and " cifg " in line for line in table)
+    assert rows_shown == len(jit_modes)
     assert any(line.startswith("cifg") and "predict" in line for line in table)
     assert "repeat 2/2" in out.err
 
@@ -84,7 +95,7 @@ def test_step_flops_count_every_matrix_weight(name):
     shape = bench.Shape(batch=3, time=5, features=4, units=6)
     model = bench.build_model(name, shape, jit_compile=False)
     cell = model.layers[-1].cell
-    matrices = [w for w in cell.trainable_weights if len(w.shape) == 2]
+    matrices = [w for w in cell.trainable_weights if len(w.shape) == 2 and "bias" not in w.name]
     assert matrices, "a recurrent cell without a matrix weight"
     expected = sum(2 * shape.batch * w.shape[0] * w.shape[1] for w in matrices)
     if hasattr(cell, "flops_per_step"):
@@ -99,10 +110,11 @@ def test_spec_strings_reach_the_layer(tmp_path, capsys):
     """``--variants`` takes spec strings: each builds the layer it names (options included)
     and is compared with its family's stock layer; the output width follows the layer."""
     argv = ["bench", *TINY, "--repeats", "1", "--no-jit", "--sections", "speed"]
+    argv += ["--anchors", "none"]
     path = tmp_path / "bench.json"
     spec = "lstm+unit_forget_bias=false"
     assert cli.main([*argv, "--gemm-size", "32", "--variants", spec, "--json", str(path)]) == 0
-    result = json.loads(path.read_text())
+    (result,) = json.loads(path.read_text())["runs"]
     assert [r["model"] for r in result["records"]] == [spec, "keras.LSTM"]
     assert [row["variant"] for row in result["comparisons"]] == [spec]
     assert any(spec in line for line in capsys.readouterr().out.splitlines())
@@ -115,6 +127,7 @@ def test_table_is_printed_before_the_json_is_written(tmp_path, capsys, monkeypat
     """A failure while writing the JSON loses nothing: the table is already on stdout."""
     path = tmp_path / "bench.json"
     argv = [*TINY, "--repeats", "1", "--no-jit", "--sections", "speed", "--gemm-size", "32"]
+    argv += ["--anchors", "none"]
     real_dump = json.dump
 
     def failing_dump(*args, **kwargs):
@@ -142,6 +155,11 @@ def test_table_is_printed_before_the_json_is_written(tmp_path, capsys, monkeypat
         (["--inference-steps", "-1"], "--inference-steps"),
         (["--sections", "speed,colour"], "--sections"),
         (["--json", "/no/such/directory/bench.json"], "--json"),
+        (["--backend", "theano"], "--backend"),
+        (["--backend", "jax,jax"], "--backend"),
+        (["--backend", ""], "--backend"),
+        (["--anchors", "cudnn"], "--anchors"),
+        (["--torch-threads", "0"], "--torch-threads"),
     ],
 )
 def test_bad_input_names_the_argument(arguments, named, capsys, monkeypatch):
@@ -150,3 +168,45 @@ def test_bad_input_names_the_argument(arguments, named, capsys, monkeypatch):
     assert cli.main(["bench", *arguments]) == 2
     error = capsys.readouterr().err
     assert error.startswith("keras-lstm-variants bench: error:") and named in error
+
+
+def test_torch_anchor_matches_its_model_and_counts_its_flops():
+    """The anchor is the torch layer it names, timed on the same data: its prediction is the
+    last output of that layer, and its flops are those of the equal Keras layer."""
+    torch = pytest.importorskip("torch")
+    shape = bench.Shape(batch=3, time=5, features=4, units=6)
+    x = np.random.default_rng(0).standard_normal((3, 5, 4), dtype=np.float32)
+    for kind, stock in (("torch.nn.LSTM", "keras.LSTM"), ("torch.nn.GRU", "keras.GRU")):
+        anchor = bench.TorchAnchor(kind, shape)
+        assert type(anchor.rnn) is getattr(torch.nn, kind.split(".")[-1])
+        with torch.no_grad():
+            expected = anchor.rnn(torch.from_numpy(x))[0][:, -1].numpy()
+        np.testing.assert_allclose(anchor.predict_on_batch(x), expected, rtol=1e-6)
+        loss = anchor.train_on_batch(x, bench.target(anchor, shape))
+        assert np.isfinite(loss)
+        # trained: the weights moved, so the prediction changed
+        assert not np.allclose(anchor.predict_on_batch(x), expected)
+        keras_model = bench.build_model(stock, shape, jit_compile=False)
+        assert bench.step_flops(anchor, 3) == bench.step_flops(keras_model, 3)
+
+
+def test_each_backend_runs_in_its_own_process(tmp_path):
+    """``--backend jax`` from a TensorFlow process: the run happens in a subprocess whose
+    Keras backend is JAX (and the torch anchor is timed there, with the given threads)."""
+    pytest.importorskip("jax")
+    pytest.importorskip("torch")
+    path = tmp_path / "bench.json"
+    argv = [*TINY, "--repeats", "1", "--sections", "speed", "--gemm-size", "32"]
+    argv += ["--variants", "gru", "--backend", "jax", "--torch-threads", "1", "--json", str(path)]
+    command = [sys.executable, "-m", "keras_lstm_variants", "bench", *argv]
+    env = {**__import__("os").environ, "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = json.loads(path.read_text())["runs"]
+    assert run["backend"] == "jax" and "jax" in run["versions"] and run["torch_threads"] == 1
+    assert run["device"].startswith("cpu")
+    assert [r["model"] for r in run["records"]] == ["gru", "keras.GRU", "torch.nn.GRU"]
+    (row,) = run["comparisons"]
+    assert row["backend"] == "jax" and row["anchor"] == "torch.nn.GRU"
+    assert row["anchor_train_ratio"] == pytest.approx(row["train_ms"] / row["anchor_train_ms"])
+    assert "backend jax on cpu" in done.stdout and "torch" in done.stdout
