@@ -555,7 +555,12 @@ def test_gate_statistics_write_only_existing_gates(tmp_path):
         for layer in ("nig", "niaf", "fgr")
         for gate in model.get_layer(layer).cell.gate_names
     }
-    assert "gates/nig/input/mean" not in tags and "gates/nig/heatmap" in tags
+    assert "gates/nig/input/mean" not in tags
+    for layer, bands in (("nig", 3), ("niaf", 4), ("fgr", 4)):  # one band per existing gate
+        [event] = events.Tensors(f"gates/{layer}/heatmap")
+        _, height, png = tf.make_ndarray(event.tensor_proto)
+        assert png.startswith(b"\x89PNG")
+        assert int(height) == klv.gates.pictures.heatmap_size(bands)[0], layer
     assert klv.gates.gate_range(model.get_layer("niaf").cell, "candidate") == (None, None)
 
 

@@ -98,10 +98,12 @@ class GreffLSTMCell(PeepholeLSTMCell):
       are the same. ``unit_forget_bias`` follows the mapping: it starts :math:`b_i` at
       :math:`-1` (so :math:`f` starts at :math:`\sigma(1)`, as CIFGLSTMCell's :math:`b_f = 1`).
 
-    The options of :class:`LSTMCell` (``layer_norm``, ``proj_units``, ``cell_clip``,
-    ``zoneout``, dropout) apply to every variant through the shared hooks; with
-    ``layer_norm``, FGR's gate-recurrence term is added after the normalized sum, not
-    normalized itself. NOAF with ``layer_norm`` gives :math:`h_t = o_t \odot LN(c_t)`.
+    The options of :class:`LSTMCell` (``layer_norm``, ``proj_units``, ``proj_clip``,
+    ``cell_clip``, ``zoneout``, dropout) apply to every variant through the shared hooks
+    (:meth:`preactivations`, :meth:`cell_update`, :meth:`hidden`); their weights follow the
+    peepholes, and FGR's ``gate_recurrent_kernel`` comes last. With ``layer_norm``, FGR's
+    gate-recurrence term is added after the normalized sum, not normalized itself; NOAF gives
+    :math:`h_t = o_t \odot LN(c_t)`. Zoneout acts on ``h`` and ``c``, not on FGR's gates.
 
     Args:
         units: the number of cells.
@@ -117,7 +119,7 @@ class GreffLSTMCell(PeepholeLSTMCell):
 
     >>> import keras, keras_lstm_variants as klv
     >>> cell = klv.GreffLSTMCell(8, variant="NIG")
-    >>> keras.layers.RNN(cell)(keras.random.normal((2, 5, 3))).shape
+    >>> tuple(keras.layers.RNN(cell)(keras.random.normal((2, 5, 3))).shape)
     (2, 8)
     >>> cell.gate_names
     ('forget', 'candidate', 'output')
