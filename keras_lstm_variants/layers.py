@@ -230,6 +230,11 @@ class GreffLSTM(_LSTMOptions, VariantRNN):
     unit_forget_bias = _from_cell("unit_forget_bias")
     peepholes = _from_cell("peepholes")
 
+    def __init__(self, units, variant="V", **kwargs):
+        # `variant` second, as in GreffLSTMCell: GreffLSTM(64, "NIG") must not read "NIG" as
+        # return_sequences.
+        super().__init__(units, variant=variant, **kwargs)
+
 
 @register
 class GRU(VariantRNN):

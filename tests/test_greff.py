@@ -140,6 +140,9 @@ def test_variants_are_the_papers_nine_in_order():
     assert klv.GREFF_VARIANTS == ("V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR")
     assert klv.VARIANTS["greff"] == (klv.GreffLSTMCell, klv.GreffLSTM)
     assert klv.GreffLSTM(2).variant == "V"
+    layer = klv.GreffLSTM(2, "NIG")  # variant is the second argument, as for the cell
+    assert (layer.variant, layer.return_sequences) == ("NIG", False)
+    assert klv.GreffLSTMCell(2, "NIG").variant == "NIG"
 
 
 @pytest.mark.parametrize("units, features", [(UNITS, FEATURES), (32, 19)])
