@@ -124,3 +124,12 @@ def main(argv=None):
     except UsageError as error:
         print(f"keras-lstm-variants {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Sub-commands that have results to save catch it themselves first (compare does).
+        print(f"keras-lstm-variants {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): no traceback; keep Python's flush at exit quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

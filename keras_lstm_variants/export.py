@@ -127,11 +127,17 @@ def export_tflite(model, path, *, time_steps=None, batch_size=1, streaming=False
         try:
             flatbuffer = converter.convert()
         except Exception as error:  # the converter raises its own ConverterError
+            free = [
+                name
+                for name, size in (("batch_size", spec.shape[0]), ("time_steps", spec.shape[1]))
+                if size is None
+            ]
             hint = ""
-            if spec.shape[1] is None:
+            if free:
                 hint = (
-                    " This converter could not keep the time axis free: pass `time_steps` to "
-                    "convert at one fixed length."
+                    f" The converter could not keep {' and '.join(free)} free: pass "
+                    f"{' and '.join(f'`{name}`' for name in free)} to convert at fixed sizes "
+                    "(a free batch fails on the recurrent loop's tensor lists)."
                 )
             raise ValueError(f"TFLite conversion of model '{model.name}' failed.{hint}") from error
     with open(path, "wb") as file:

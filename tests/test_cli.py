@@ -67,3 +67,35 @@ def test_the_command_starts_without_tensorflow_logging(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "usage: keras-lstm-variants bench" in result.stdout
     assert result.stderr == ""
+
+
+class Raising:
+    """A stand-in sub-command whose run raises ``error``."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def configure(self, parser):
+        pass
+
+    def run(self, args):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error, code, message",
+    [
+        (
+            cli.UsageError("--seed must be >= 0"),
+            2,
+            "keras-lstm-variants fake: error: --seed must be >= 0",
+        ),
+        (KeyboardInterrupt(), 130, "keras-lstm-variants fake: interrupted"),
+    ],
+    ids=["usage", "ctrl-c"],
+)
+def test_errors_end_in_one_line_and_an_exit_code(monkeypatch, capsys, error, code, message):
+    monkeypatch.setitem(sys.modules, "fake_command", Raising(error))
+    monkeypatch.setattr(cli, "COMMANDS", {"fake": ("fake_command", "a stand-in")})
+    assert cli.main(["fake"]) == code
+    assert capsys.readouterr().err.strip() == message
