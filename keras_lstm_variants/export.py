@@ -183,6 +183,13 @@ def _check_path(path, directory):
     kind = "a directory (the SavedModel)" if directory else "a file (the .tflite flatbuffer)"
     if directory and os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"Argument `path` names {kind}, but {path!r} exists and is a file.")
+    if directory and os.path.isdir(path) and os.listdir(path):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise ValueError(
+                f"Argument `path` names {kind}, but {path!r} is a directory that holds other "
+                "files and no SavedModel; give a new directory (TF Serving reads "
+                "`<base>/<version>`, e.g. 'serving/my_model/1')."
+            )
     if not directory and os.path.isdir(path):
         raise ValueError(f"Argument `path` names {kind}, but {path!r} is a directory.")
     parent = os.path.dirname(os.path.abspath(path))

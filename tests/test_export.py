@@ -541,6 +541,8 @@ def test_paths_and_flags_are_checked_before_any_work(tmp_path, monkeypatch):
         klv.export_saved_model(model, a_file)
     with pytest.raises(ValueError, match=r"`path` names a file .*is a directory"):
         klv.export_tflite(model, tmp_path, time_steps=TIME)
+    with pytest.raises(ValueError, match="holds other files and no SavedModel"):
+        klv.export_saved_model(model, tmp_path)  # would mix the SavedModel into `file`'s folder
     with pytest.raises(ValueError, match="`path` must not be empty"):
         klv.export_saved_model(model, "")
     with pytest.raises(TypeError, match="`path` must be a path"):
