@@ -1,5 +1,16 @@
+"""Test set-up: the Keras backend, TensorFlow-only tests, console scripts on PATH.
+
+The suite runs on the backend that ``KERAS_BACKEND`` names (TensorFlow when unset):
+``KERAS_BACKEND=jax python -m pytest`` or ``KERAS_BACKEND=torch ...``. A test that is
+TensorFlow-only by nature (SavedModel, TFLite, ``tf.summary``, ``tf.distribute``) carries
+``@pytest.mark.tensorflow_only("why")`` (or a module-level ``pytestmark``) and is skipped, with
+that reason, on the other backends.
+"""
+
 import os
 import sys
+
+import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -7,3 +18,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # put that directory first on PATH so subprocesses find them even where it is not on PATH
 # (e.g. pyenv before a rehash, or a venv that was not activated).
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+BACKEND = os.environ["KERAS_BACKEND"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "tensorflow_only(reason): needs the TensorFlow backend by nature (SavedModel, TFLite, "
+        "tf.summary, tf.distribute); skipped on the others with the reason",
+    )
+
+
+def pytest_report_header(config):
+    return f"KERAS_BACKEND={BACKEND}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    for item in items:
+        marker = item.get_closest_marker("tensorflow_only")
+        if marker is not None:
+            why = marker.args[0] if marker.args else "TensorFlow-only"
+            item.add_marker(pytest.mark.skip(reason=f"{why} (KERAS_BACKEND={BACKEND})"))
