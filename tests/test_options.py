@@ -258,7 +258,7 @@ def gradient_case(cell, x, states):
         np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("kind", ["peephole", "cifg"])
+@pytest.mark.parametrize("kind", ["peephole"])
 def test_gradients_match_finite_differences(kind):
     """Every option at once (zoneout at inference, where the step is deterministic)."""
     options = OPTIONS["all"]
@@ -524,42 +524,60 @@ def test_weight_order_and_shapes():
 # -------------------------------------------------------- every allowed combination
 
 
-#: Every option appears; the LSTM-type cells share the option code (cells/options.py).
+#: Every option appears, in one stacked model (the LSTM-type cells share the option code).
 COMBINATIONS = [
     ("lstm", OPTIONS["all"]),
     ("cifg", {"proj_units": PROJ, "cell_clip": 3.0, "zoneout": 0.1}),
+    ("peephole", {"layer_norm": True, "norm_epsilon": 0.01, "zoneout": (0.1, 0.0)}),
     ("gru", {"layer_norm": True, "zoneout": 0.2}),
 ]
 
 
-@pytest.mark.parametrize(
-    "kind, options", COMBINATIONS, ids=[f"{k}-{'-'.join(o)}" for k, o in COMBINATIONS]
-)
-def test_combination_trains_saves_traces_and_streams(kind, options, tmp_path):
-    layer_class = klv.GRU if kind == "gru" else KINDS[kind][1]
-    arguments = {} if kind == "gru" else KINDS[kind][2]
-    model = keras.Sequential(
-        [
-            keras.Input((None, FEATURES)),
-            layer_class(UNITS, return_sequences=True, seed=1, **arguments, **options),
-            keras.layers.Dense(1),
-        ]
-    )
+def stacked_model(combinations):
+    recurrent = [
+        (klv.GRU if kind == "gru" else KINDS[kind][1])(
+            UNITS,
+            return_sequences=True,
+            seed=k,
+            name=kind,
+            **({} if kind == "gru" else KINDS[kind][2]),
+            **options,
+        )
+        for k, (kind, options) in enumerate(combinations)
+    ]
+    model = keras.Sequential([keras.Input((None, FEATURES)), *recurrent, keras.layers.Dense(1)])
+    return model, recurrent
+
+
+def test_options_train_under_xla():
+    """Training (zoneout's masks drawn, gradients through LN, projection and clipping) compiles
+    with XLA and lowers the loss."""
+    model, _ = stacked_model([COMBINATIONS[0], COMBINATIONS[-1]])
     x, _ = make_data({})
-    model.compile("adam", "mse", jit_compile=kind == "lstm")
-    history = model.fit(x, np.ones((BATCH, TIME, 1)), epochs=2, verbose=0)
+    model.compile(keras.optimizers.Adam(0.02), "mse", jit_compile=True)
+    history = model.fit(x, np.ones((BATCH, TIME, 1)), epochs=5, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_combinations_save_trace_and_stream(tmp_path):
+    """A model stacking every combination round-trips ``.keras``, traces each layer's gates
+    and streams from its SavedModel, step by step, as it predicts."""
+    model, recurrent = stacked_model(COMBINATIONS)
+    x, _ = make_data({})
     expected = np.asarray(model.predict_on_batch(x))
 
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     np.testing.assert_allclose(loaded.predict_on_batch(x), expected, rtol=1e-6, atol=1e-6)
-    assert loaded.layers[0].get_config() == model.layers[0].get_config()
+    for ours, theirs in zip(loaded.layers, model.layers, strict=True):
+        assert ours.get_config() == theirs.get_config()
 
-    (trace,) = klv.trace_gates(model, x).values()
-    width = options.get("proj_units") or UNITS
-    assert trace["h"].shape == (BATCH, TIME, width)
-    assert set(model.layers[0].cell.gate_names) <= set(trace)
+    traces = klv.trace_gates(model, x)
+    assert len(traces) == len(COMBINATIONS)
+    for layer, trace in zip(recurrent, traces.values(), strict=True):
+        assert trace["h"].shape == (BATCH, TIME, layer.cell.output_size), layer.name
+        assert set(layer.cell.gate_names) <= set(trace)
 
     klv.export_saved_model(model, tmp_path / "saved", streaming=True)
     served = tf.saved_model.load(str(tmp_path / "saved"))

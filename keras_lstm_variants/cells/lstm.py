@@ -230,8 +230,9 @@ class LSTMCell(RecurrentCell):
     def hidden(self, o, c, h_prev, training=False, squash=True):
         """The output ``h = o * activation(LN(c))`` (``o * LN(c)`` when ``squash=False``), then
         the projection ``h W_proj`` (``proj_units``) and ``proj_clip``; with the options off,
-        exactly ``o * activation(c)``. (Zoneout of ``h`` against ``h_prev`` follows the whole
-        step, in :meth:`gates`.)"""
+        exactly ``o * activation(c)``. ``h_prev`` is not used by these options (zoneout of
+        ``h`` against it follows the whole step, in :meth:`gates`); it is part of the hook's
+        signature for subclasses that need it."""
         if self.layer_norm:
             c = self.normalize(c, self.cell_norm)
         h = o * self.activation(c) if squash else o * c
