@@ -253,7 +253,7 @@ class MinimalRNN(VariantRNN):
     """Base of :class:`MinGRU` and :class:`MinLSTM`: the whole sequence at once.
 
     :meth:`inner_loop` projects every step's input in one product (``cell.project``), turns
-    it into the recurrence's coefficients (``cell.scan_terms``) and runs the parallel scan
+    it into the recurrence's coefficients (``cell.coefficients``) and runs the scan
     (:func:`~keras_lstm_variants.cells.minimal.scan_recurrence`), instead of stepping the cell;
     tests/test_minimal.py proves it equal to stepping the cell's ``transition``. Masked steps
     keep the state; outputs at masked steps, ``go_backwards`` (outputs in processing order),
@@ -267,7 +267,7 @@ class MinimalRNN(VariantRNN):
         if unroll:
             raise ValueError(
                 f"{type(self).__name__} does not take `unroll` (received unroll={unroll!r}): it "
-                "computes the sequence with a parallel scan, not a time loop."
+                "computes the sequence with a scan, not a time loop."
             )
         super().__init__(units, **kwargs)
 
@@ -286,8 +286,8 @@ class MinimalRNN(VariantRNN):
         z_x = cell.project(sequences, training)
         if cell.compute_dtype in ("float16", "bfloat16"):
             z_x, h_0 = ops.cast(z_x, "float32"), ops.cast(h_0, "float32")
-        a, b = cell.scan_terms(z_x)
-        h = scan_recurrence(a, b, h_0, log_space=cell.log_space, mask=mask)
+        _, a, b = cell.coefficients(z_x)
+        h = scan_recurrence(a, b, h_0, mask=mask)
         outputs = h
         if mask is not None:  # keras.layers.RNN: zeros, or the last unmasked output (or 0)
             shown = ops.cast(mask, "bool")
@@ -303,7 +303,7 @@ class MinimalRNN(VariantRNN):
 @register
 class MinGRU(MinimalRNN):
     __doc__ = (
-        "minGRU (Feng et al. 2024) over a sequence, computed with a parallel scan (see "
+        "minGRU (Feng et al. 2024) over a sequence, computed with a scan (see "
         ":class:`MinimalRNN`); ``unroll`` is not taken." + _LAYER_ARGS.format(cell="MinGRUCell")
     )
     cell_class = MinGRUCell
@@ -312,7 +312,7 @@ class MinGRU(MinimalRNN):
 @register
 class MinLSTM(MinimalRNN):
     __doc__ = (
-        "minLSTM (Feng et al. 2024) over a sequence, computed with a parallel scan (see "
+        "minLSTM (Feng et al. 2024) over a sequence, computed with a scan (see "
         ":class:`MinimalRNN`); ``unroll`` is not taken." + _LAYER_ARGS.format(cell="MinLSTMCell")
     )
     cell_class = MinLSTMCell

@@ -12,6 +12,7 @@ CLASSES = CELLS + LAYERS
 STATE_COUNT = {klv.LSTM: 2, klv.PeepholeLSTM: 2, klv.CIFGLSTM: 2, klv.GRU: 1}
 STATE_COUNT[klv.GreffLSTM] = 2  # variant "V"; FGR adds the previous gates (test_greff.py)
 STATE_COUNT[klv.SLSTM] = STATE_COUNT[klv.MLSTM] = 4  # h and the memory c/C, n, m
+STATE_COUNT[klv.MinGRU] = STATE_COUNT[klv.MinLSTM] = 1  # h only
 
 
 def ids(klass):
