@@ -238,8 +238,9 @@ def test_heatmap_figure_has_a_named_panel_per_gate_time_axis_and_colour_bars():
         np.testing.assert_array_equal(image.get_array().filled(np.nan).T, gates[gate][1])
         assert ax.get_ylabel() == "unit"
         assert image.colorbar is not None and image.colorbar.ax in bars
-        hatched = [patch for patch in ax.patches if patch.get_hatch()]
-        assert len(hatched) == 2, "sequence 1 is padded on the left by 2 steps"
+        [hatched] = [patch for patch in ax.patches if patch.get_hatch()]
+        x_extent = hatched.get_path().transformed(hatched.get_patch_transform()).vertices[:, 0]
+        assert (x_extent.min(), x_extent.max()) == (-0.5, 1.5), "sequence 1: 2 steps padded"
     assert ranges["candidate"] == (-1.0, 1.0) and ranges["forget"] == (0.0, 1.0)
     assert panels[-1].get_xlabel() == "time step"
     assert all(float(t).is_integer() for t in panels[-1].get_xticks()), "whole time steps"

@@ -129,19 +129,20 @@ def heatmap_figure(trace, ranges, sequence=0, title=None):
     colormap = matplotlib.colormaps["viridis"].with_extremes(
         bad=np.array(MASKED_COLOR) / 255
     )
-    masked_steps = None
+    masked = None
     for ax, gate in zip(axes, gates, strict=True):
         values = np.asarray(trace[gate][sequence], np.float64)  # (time, units)
         time, units = values.shape
         low, high = _limits(values, ranges[gate])
         image = ax.imshow(
-            values.T, aspect="auto", interpolation="nearest", origin="lower", cmap=colormap,
+            values.T, aspect="auto", interpolation="antialiased", origin="lower", cmap=colormap,
             vmin=low, vmax=high, extent=(-0.5, time - 0.5, -0.5, units - 0.5),
         )
-        masked_steps = np.flatnonzero(np.isnan(values).all(axis=1))
-        for t in masked_steps:  # hatched, so a masked step reads as one even in grey print
-            ax.axvspan(t - 0.5, t + 0.5, facecolor="none", edgecolor="white", hatch="///",
-                       linewidth=0)
+        masked = np.isnan(values).all(axis=1)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], masked.astype(int), [0]])))
+        for start, stop in zip(edges[::2], edges[1::2], strict=True):  # runs of masked steps
+            ax.axvspan(start - 0.5, stop - 0.5, facecolor="none", edgecolor="white",
+                       hatch="///", linewidth=0)  # hatched: masked, even in grey print
         ax.set_title(gate, loc="left", fontsize=TITLE, fontweight="bold", pad=2)
         ax.set_ylabel("unit", fontsize=LABEL, labelpad=1)
         ax.yaxis.set_major_locator(MaxNLocator(nbins=2, integer=True))
@@ -160,8 +161,8 @@ def heatmap_figure(trace, ranges, sequence=0, title=None):
     axes[-1].set_xlabel("time step", fontsize=LABEL, labelpad=1)
     heading = f"{title}: " if title else ""
     heading += f"sequence {sequence}"
-    if masked_steps is not None and len(masked_steps):
-        heading += f", {len(masked_steps)} masked (hatched)"
+    if masked is not None and masked.any():
+        heading += f", {int(masked.sum())} masked (hatched)"
     figure.suptitle(heading, fontsize=LABEL)
     return figure
 
