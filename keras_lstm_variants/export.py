@@ -237,6 +237,13 @@ def _input_spec(tf, model, time_steps=None, batch_size=None):
     batch, time, *rest = inputs[0].shape
     batch = _fixed(model, "batch_size", batch, batch_size)
     time = _fixed(model, "time_steps", time, time_steps)
+    unrolled = [layer for layer in _all_layers(model) if getattr(layer, "unroll", False)]
+    if time is None and unrolled:
+        raise ValueError(
+            f"Cannot export layer '{unrolled[0].name}' with unroll=True at a free length: "
+            "unrolling needs the number of time steps when the graph is traced. Build the model "
+            "on `keras.Input((time, features))` (or pass `time_steps=` to export_tflite)."
+        )
     distributed = [layer for layer in _all_layers(model) if _is_time_distributed(layer)]
     if time is None and distributed and not _time_distributed_maps_over_time(tf):
         raise ValueError(

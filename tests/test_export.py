@@ -526,6 +526,9 @@ def test_a_fixed_time_axis_is_kept(tmp_path):
     assert_step_equals_prefixes(loaded, model, x)
     with pytest.raises(ValueError, match=r"`time_steps`=5 contradicts.*fixes that axis at 6"):
         klv.export_tflite(model, tmp_path / "m.tflite", time_steps=5)
+    free = keras.Sequential([keras.Input((None, FEATURES)), klv.LSTM(3, unroll=True)])
+    with pytest.raises(ValueError, match=r"'lstm.*' with unroll=True at a free length"):
+        klv.export_saved_model(free, tmp_path / "free")
 
 
 def test_paths_and_flags_are_checked_before_any_work(tmp_path, monkeypatch):
