@@ -78,10 +78,17 @@ def export_saved_model(model, path, *, streaming=False, verbose=False):
             (:data:`PER_STEP_LAYERS`, ``TimeDistributed``) between them.
         verbose: print what Keras writes.
 
+    Every argument is checked before any tracing, and nothing is written when a check fails.
+
     Raises:
-        ValueError: the model is not built or has a stateful layer, ``path`` is a file or its
-            parent directory is missing, or ``streaming=True`` on a model that cannot stream.
+        ValueError: the model is not built, has a ``stateful`` layer, an ``unroll=True`` layer
+            at a free length, or a ``TimeDistributed`` at a free length (which Keras 3.15
+            traces wrongly); ``path`` is empty, a file, a non-empty directory holding no
+            SavedModel, or its parent directory is missing; ``streaming=True`` on a model
+            that cannot stream (the message names the layer and why).
+        TypeError: ``model`` is not a ``keras.Model``, or ``path`` is not a path.
         ImportError: TensorFlow is not installed.
+        RuntimeError: Keras runs another backend than TensorFlow.
     """
     path = _check_path(path, directory=True)
     _check_flag("streaming", streaming)
@@ -98,14 +105,17 @@ def export_tflite(model, path, *, time_steps=None, batch_size=1, streaming=False
     ``time_steps=None`` (the default) keeps the model's own time axis, so a model built on
     ``keras.Input((None, features))`` converts with a free time axis: the interpreter resizes
     ``inputs`` to each sequence's length (``get_signature_runner`` does it by itself).
-    ``batch_size=None`` frees the batch axis too. With ``streaming=True`` the file also has the
-    ``step`` signature at ``batch_size`` (start it from zero states of shape
-    ``(batch_size, units)``). Run it with ``tf.lite.Interpreter(path).get_signature_runner()``.
+    ``batch_size=None`` asks for a free batch axis, which TensorFlow 2.21's converter cannot
+    give a recurrent loop (the conversion then fails, saying to pass ``batch_size``). With
+    ``streaming=True`` the file also has the ``step`` signature at ``batch_size`` (start it from
+    zero states of shape ``(batch_size, units)``; the interpreter checks no shapes, so feed
+    that batch size). Run it with ``tf.lite.Interpreter(path).get_signature_runner(key)``.
 
     Raises:
         ValueError: as :func:`export_saved_model`; a bad ``time_steps`` / ``batch_size`` (or one
-            that contradicts the model's ``Input``); ``path`` is a directory.
-        ImportError: TensorFlow is not installed.
+            that contradicts the model's ``Input``); ``path`` is a directory; the conversion
+            failed (naming the free axes to fix).
+        TypeError, ImportError, RuntimeError: as :func:`export_saved_model`.
     """
     path = _check_path(path, directory=False)
     _check_flag("streaming", streaming)
