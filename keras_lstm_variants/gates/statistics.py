@@ -59,10 +59,12 @@ GATE_MEANINGS = {
         "An output gate here shows its cell fully at every step (h = tanh(c)).",
     ),
     "candidate": (
-        "writes -1",
-        "A candidate here proposes -1: with an open input gate it writes a one-bit memory.",
-        "writes +1",
-        "A candidate here proposes +1: with an open input gate it writes a one-bit memory.",
+        "proposes -1",
+        "A candidate here proposes -1 for the new state: where it is let in, a one-bit memory "
+        "is written.",
+        "proposes +1",
+        "A candidate here proposes +1 for the new state: where it is let in, a one-bit memory "
+        "is written.",
     ),
     "update": (
         "replaces h",
