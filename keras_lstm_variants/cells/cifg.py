@@ -26,6 +26,8 @@ class CIFGLSTMCell(PeepholeLSTMCell):
     (``unit_forget_bias`` applies to f). Peepholes are off by default; ``peepholes`` may
     enable ``"forget"`` and/or ``"output"``, whose ``(units,)`` vectors follow in that order.
     :meth:`transition` reports ``input`` (= 1 - forget) beside the three computed gates.
+    The options ``layer_norm``, ``proj_units``, ``proj_clip``, ``cell_clip`` and ``zoneout``
+    are :class:`~keras_lstm_variants.LSTMCell`'s (the norms are ``(3 * units,)`` here).
 
     >>> import keras, keras_lstm_variants as klv
     >>> keras.layers.RNN(klv.CIFGLSTMCell(8))(keras.random.normal((2, 5, 3))).shape

@@ -295,7 +295,9 @@ class PeepholeLSTMCell(LSTMCell):
             LSTM. The weights are LSTMCell's followed by one ``(units,)`` vector per enabled
             gate, in the order input, forget, output.
         peephole_initializer, peephole_regularizer, peephole_constraint: for those vectors.
-        Everything else as :class:`LSTMCell`.
+        Everything else as :class:`LSTMCell`, its options (``layer_norm``, ``proj_units``,
+        ``proj_clip``, ``cell_clip``, ``zoneout``) included; their weights follow the
+        peephole vectors.
 
     >>> import keras, keras_lstm_variants as klv
     >>> cell = klv.PeepholeLSTMCell(8, peepholes=("forget", "output"))
