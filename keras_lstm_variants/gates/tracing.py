@@ -23,6 +23,7 @@ from .._compat import in_symbolic_scope
 from ..cells.base import RecurrentCell
 
 logger = logging.getLogger("keras_lstm_variants")
+_WARNED = set()
 
 
 class LayerTrace(dict):
@@ -99,7 +100,7 @@ def check_has_variant_layer(model, argument="model"):
     A variant layer inside ``TimeDistributed`` cannot be traced (``TimeDistributed`` calls it
     once per outer step, or inside ``vectorized_map`` when the outer axis has no fixed
     length): alone, it is an error that says how to trace it; beside traceable layers, it is
-    left out with a warning naming it.
+    left out with a warning naming it (once per model).
     """
     found, wrapped = _find(model)
     if wrapped:
@@ -115,7 +116,9 @@ def check_has_variant_layer(model, argument="model"):
         )
         if not found:
             raise ValueError(f"Argument `{argument}` has variant layers only in {how}. {advice}")
-        logger.warning("Gate tracing leaves out %s. %s", how, advice)
+        if (id(model), how) not in _WARNED:  # once per model, not at every epoch
+            _WARNED.add((id(model), how))
+            logger.warning("Gate tracing leaves out %s. %s", how, advice)
     if not found:
         raise ValueError(
             f"Argument `{argument}` contains no variant layer: gate inspection needs a "
