@@ -108,8 +108,8 @@ def export_tflite(model, path, *, time_steps=None, batch_size=1, streaming=False
     ``batch_size=None`` asks for a free batch axis, which TensorFlow 2.21's converter cannot
     give a recurrent loop (the conversion then fails, saying to pass ``batch_size``). With
     ``streaming=True`` the file also has the ``step`` signature at ``batch_size`` (start it from
-    zero states of shape ``(batch_size, units)``; the interpreter checks no shapes, so feed
-    that batch size). Run it with ``tf.lite.Interpreter(path).get_signature_runner(key)``.
+    zero states of shape ``(batch_size, units)``; an argument with fewer rows fails instead of
+    broadcasting). Run it with ``tf.lite.Interpreter(path).get_signature_runner(key)``.
 
     Raises:
         ValueError: as :func:`export_saved_model`; a bad ``time_steps`` / ``batch_size`` (or one
@@ -364,6 +364,18 @@ def _add_checked(tf, archive, name, fn, specs):
             ]
             with tf.control_dependencies(checks):
                 args = [tf.identity(arg) for arg in args]
+        elif len(args) > 1 and specs[0].shape.rank:
+            # A fixed batch (TFLite): the interpreter resizes inputs to what it is given and has
+            # no assertion op, so a batch-1 state would broadcast silently. Reading row
+            # `batch - 1` of every argument fails (index out of bounds) when one has fewer rows;
+            # its sum, clipped to 0, joins the output so that the converter keeps the reads.
+            last = specs[0].shape[0] - 1
+            outputs = fn(*args)
+            rows = [
+                tf.reduce_sum(tf.abs(tf.cast(tf.gather(arg, last), tf.float32))) for arg in args
+            ]
+            zero = tf.cast(tf.minimum(tf.add_n(rows), 0.0), outputs["output"].dtype)
+            return {**outputs, "output": outputs["output"] + zero}
         return fn(*args)
 
     # Name the arguments after the specs, so that the reloaded function takes keywords too.

@@ -280,7 +280,13 @@ def test_tflite_equals_keras_at_fixed_length_and_step(stacked, tmp_path):
 
     states, flat = random_states(model, rng)
     expected, _ = keras_from_states(model, x, states)
-    assert_streams(interpreter.get_signature_runner("step"), x, expected, flat)
+    step = interpreter.get_signature_runner("step")
+    assert_streams(step, x, expected, flat)
+    # The interpreter resizes inputs to what it gets; a batch-1 state must not broadcast.
+    with pytest.raises(RuntimeError, match="gather index out of bounds"):
+        step(x_t=x[:, 0], **{**flat, "gru_h": flat["gru_h"][:1]})
+    with pytest.raises(RuntimeError, match="gather index out of bounds"):
+        step(x_t=x[:1, 0], **flat)
 
 
 @pytest.mark.parametrize("how", ["mixed_float16", "jit_compile"])
