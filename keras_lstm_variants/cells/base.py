@@ -232,7 +232,15 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
     def layout(self):
         """The configuration that gives the weights their meaning: ``layout_keys``' values
         (the cell's attributes of those names), JSON-normalized."""
-        return json.loads(json.dumps({key: getattr(self, key) for key in self.layout_keys}))
+        layout = {}
+        for key in self.layout_keys:
+            value = getattr(self, key)
+            try:
+                json.dumps(value)
+            except TypeError:  # e.g. an activation function: its serialized config instead
+                value = self.get_config()[key]
+            layout[key] = value
+        return json.loads(json.dumps(layout))
 
     def save_own_variables(self, store):
         """Save the weights and, beside them, :meth:`layout` (as JSON bytes under ``layout``)."""
