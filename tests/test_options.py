@@ -552,10 +552,10 @@ def stacked_model(combinations):
 def test_options_train_under_xla():
     """Training (zoneout's masks drawn, gradients through LN, projection and clipping) compiles
     with XLA and lowers the loss."""
-    model, _ = stacked_model([COMBINATIONS[0], COMBINATIONS[-1]])
+    model, _ = stacked_model(COMBINATIONS[:1])  # every LSTM option at once
     x, _ = make_data({})
     model.compile(keras.optimizers.Adam(0.02), "mse", jit_compile=True)
-    history = model.fit(x, np.ones((BATCH, TIME, 1)), epochs=5, verbose=0)
+    history = model.fit(x, np.ones((BATCH, TIME, 1)), epochs=3, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert history.history["loss"][-1] < history.history["loss"][0]
 
