@@ -273,6 +273,27 @@ def test_saturation_figure_axes_diagonal_counts_and_nothing_clipped():
     assert klv.gates.pictures.render(figure).shape == (size, size, 3)
 
 
+def test_a_reused_figure_draws_what_a_new_one_draws():
+    render, pictures = klv.gates.pictures.render, klv.gates.pictures
+    first, ranges = lstm_trace(mask=padding_mask())
+    second, _ = lstm_trace()  # other values, no masked steps
+    second = {gate: second[gate] * 0.5 for gate in first.gate_names}
+    first = {gate: first[gate] for gate in first.gate_names}
+    figures = {}
+    for trace, sequence in ((first, 1), (second, 1), (first, 0)):
+        reused = pictures.heatmap_image(trace, ranges, sequence, "rnn", figures=figures)
+        np.testing.assert_array_equal(reused, render(klv.gates.heatmap_figure(
+            trace, ranges, sequence, "rnn")))
+    kept = figures["heatmap"]
+    for left, right in (([0.0, 0.0, 0.5], [0.0, 0.0, 0.2]), ([0.1, 0.9, np.nan], [0.8, 0, 0]),
+                        ([0.3, 0.3, 0.3], [0.3, 0.3, 0.3])):
+        reused = pictures.saturation_image(left, right, "forget", (0.1, 0.9), "rnn",
+                                           corners=("a", "b"), figures=figures)
+        np.testing.assert_array_equal(reused, render(klv.gates.saturation_figure(
+            left, right, "forget", (0.1, 0.9), "rnn", corners=("a", "b"))))
+    assert figures["heatmap"] is kept, "one figure per tag, redrawn"
+
+
 def test_numpy_fallback_without_matplotlib_is_said_once(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
     monkeypatch.setattr(klv.gates.pictures, "_warned", [])

@@ -105,7 +105,7 @@ def render(figure):
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
-def heatmap_figure(trace, ranges, sequence=0, title=None):
+def heatmap_figure(trace, ranges, sequence=0, title=None, figure=None):
     """One panel per gate of one probe sequence: units (y) by time step (x).
 
     Args:
@@ -115,59 +115,81 @@ def heatmap_figure(trace, ranges, sequence=0, title=None):
             bar then spans the observed values).
         sequence: which sequence of the batch.
         title: the figure's title (e.g. the layer's path).
+        figure: a figure this function returned before, for the same gates and shapes: its
+            panels, axes and colour bars are reused and only what the values change is drawn
+            anew (building a figure takes about as long as rendering it). Otherwise a new one.
     """
-    import matplotlib
-    from matplotlib.ticker import MaxNLocator
-
     gates = list(trace)
-    height, width = heatmap_size(len(gates))
-    figure = _figure(width, height)
-    # Each panel: its title (18 px), the image (units by time), a colour bar on the right.
-    left, right, top = 40, 50, 22
-    axes = [_axes(figure, left, top + k * HEATMAP_PANEL + 18, width - left - right,
-                  HEATMAP_PANEL - 24) for k in range(len(gates))]
-    colormap = matplotlib.colormaps["viridis"].with_extremes(
-        bad=np.array(MASKED_COLOR) / 255
-    )
-    masked = None
-    for ax, gate in zip(axes, gates, strict=True):
-        values = np.asarray(trace[gate][sequence], np.float64)  # (time, units)
-        time, units = values.shape
+    panels = [np.asarray(trace[gate][sequence], np.float64) for gate in gates]  # (time, units)
+    key = (tuple(gates), tuple(panel.shape for panel in panels), title)
+    parts = getattr(figure, "_klv_heatmap", None)
+    if parts is None or parts["key"] != key:
+        figure, parts = _heatmap_frame(gates, panels[0].shape, title)
+        parts["key"] = key
+        figure._klv_heatmap = parts
+    masked = np.isnan(panels[0]).all(axis=1)
+    for gate, values, image, bar, spans in zip(
+        gates, panels, parts["images"], parts["bars"], parts["spans"], strict=True
+    ):
         low, high = _limits(values, ranges[gate])
-        image = ax.imshow(
-            values.T, aspect="auto", interpolation="antialiased", origin="lower", cmap=colormap,
-            vmin=low, vmax=high, extent=(-0.5, time - 0.5, -0.5, units - 0.5),
-        )
+        image.set_data(np.ma.masked_invalid(values.T))
+        image.set_clim(low, high)
+        bar.set_ticks([low, high])
+        bar.ax.set_ylabel("observed" if None in ranges[gate] else "", fontsize=TICK, labelpad=1)
+        while spans:
+            spans.pop().remove()
         masked = np.isnan(values).all(axis=1)
         edges = np.flatnonzero(np.diff(np.concatenate([[0], masked.astype(int), [0]])))
         for start, stop in zip(edges[::2], edges[1::2], strict=True):  # runs of masked steps
-            ax.axvspan(start - 0.5, stop - 0.5, facecolor="none", edgecolor="white",
-                       hatch="///", linewidth=0)  # hatched: masked, even in grey print
-        ax.set_title(gate, loc="left", fontsize=TITLE, fontweight="bold", pad=2)
-        ax.set_ylabel("unit", fontsize=LABEL, labelpad=1)
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=2, integer=True))
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
-        ax.tick_params(labelsize=TICK, length=2, pad=1)
-        position = ax.get_position()
-        bar_axes = figure.add_axes((position.x1 + 6 / width, position.y0, 9 / width,
-                                    position.height))
-        bar = figure.colorbar(image, cax=bar_axes)
-        bar.set_ticks([low, high])
-        bar.ax.tick_params(labelsize=TICK, length=2, pad=1)
-        open_range = None in ranges[gate]
-        bar.ax.set_ylabel("observed" if open_range else "", fontsize=TICK, labelpad=1)
-    for ax in axes[:-1]:
-        ax.tick_params(labelbottom=False)
-    axes[-1].set_xlabel("time step", fontsize=LABEL, labelpad=1)
+            spans.append(image.axes.axvspan(
+                start - 0.5, stop - 0.5, facecolor="none", edgecolor="white", hatch="///",
+                linewidth=0,  # hatched: masked, even in grey print
+            ))
     heading = f"{title}: " if title else ""
     heading += f"sequence {sequence}"
-    if masked is not None and masked.any():
+    if masked.any():
         heading += f", {int(masked.sum())} masked (hatched)"
     figure.suptitle(heading, fontsize=LABEL)
     return figure
 
 
-def saturation_figure(left, right, gate, thresholds, title=None, corners=None):
+def _heatmap_frame(gates, shape, title):
+    """The parts of a heatmap that its values do not change: panels, labels, colour bars."""
+    import matplotlib
+    from matplotlib.ticker import MaxNLocator
+
+    time, units = shape
+    height, width = heatmap_size(len(gates))
+    figure = _figure(width, height)
+    # Each panel: its title (18 px), the image (units by time), a colour bar on the right.
+    left, right, top = 40, 50, 22
+    colormap = matplotlib.colormaps["viridis"].with_extremes(bad=np.array(MASKED_COLOR) / 255)
+    parts = {"images": [], "bars": [], "spans": []}
+    for k, gate in enumerate(gates):
+        ax = _axes(figure, left, top + k * HEATMAP_PANEL + 18, width - left - right,
+                   HEATMAP_PANEL - 24)
+        image = ax.imshow(
+            np.zeros((units, time)), aspect="auto", interpolation="antialiased",
+            origin="lower", cmap=colormap, extent=(-0.5, time - 0.5, -0.5, units - 0.5),
+        )
+        ax.set_title(gate, loc="left", fontsize=TITLE, fontweight="bold", pad=2)
+        ax.set_ylabel("unit", fontsize=LABEL, labelpad=1)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=2, integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+        ax.tick_params(labelsize=TICK, length=2, pad=1, labelbottom=k == len(gates) - 1)
+        position = ax.get_position()
+        bar_axes = figure.add_axes((position.x1 + 6 / width, position.y0, 9 / width,
+                                    position.height))
+        bar = figure.colorbar(image, cax=bar_axes)
+        bar.ax.tick_params(labelsize=TICK, length=2, pad=1)
+        parts["images"].append(image)
+        parts["bars"].append(bar)
+        parts["spans"].append([])
+    ax.set_xlabel("time step", fontsize=LABEL, labelpad=1)
+    return figure, parts
+
+
+def saturation_figure(left, right, gate, thresholds, title=None, corners=None, figure=None):
     """Karpathy, Johnson & Fei-Fei 2015 (fig. 4): one dot per unit at its saturated fractions.
 
     Args:
@@ -177,22 +199,43 @@ def saturation_figure(left, right, gate, thresholds, title=None, corners=None):
         thresholds: ``(low, high)`` saturation thresholds, for the axis titles.
         title: prefix of the title (e.g. the layer's path).
         corners: optional ``(bottom_right, top_left)`` short meanings to print in the corners.
+        figure: a figure this function returned before for the same ``gate``, ``thresholds``
+            and ``corners``, to reuse (see :func:`heatmap_figure`); otherwise a new one.
     """
     left, right = np.asarray(left, np.float64), np.asarray(right, np.float64)
     keep = ~(np.isnan(left) | np.isnan(right))
-    points = np.round(np.stack([left[keep], right[keep]], axis=1), 2)
+    points = np.round(np.stack([left[keep], right[keep]], axis=1), 2).reshape(-1, 2)
+    key = (gate, tuple(thresholds), tuple(corners or ()))
+    parts = getattr(figure, "_klv_scatter", None)
+    if parts is None or parts["key"] != key:
+        figure, parts = _saturation_frame(gate, thresholds, corners)
+        parts["key"] = key
+        figure._klv_scatter = parts
+    where, count = np.unique(points, axis=0, return_counts=True)
+    parts["dots"].set_offsets(where.reshape(-1, 2))
+    parts["dots"].set_sizes(24 * np.sqrt(count))
+    while parts["counts"]:
+        parts["counts"].pop().remove()
+    ax = parts["dots"].axes
+    for (x, y), n in zip(where, count, strict=True):
+        if n > 1:
+            parts["counts"].append(ax.annotate(
+                f"{n}", (x, y), xytext=(5, 3), textcoords="offset points", fontsize=TICK,
+                color="0.2", annotation_clip=False, zorder=4,
+            ))
+    heading = f"{title}: " if title else ""
+    ax.set_title(f"{heading}{gate} (n = {int(keep.sum())} units)", fontsize=TITLE, pad=3)
+    return figure
+
+
+def _saturation_frame(gate, thresholds, corners):
+    """The parts of a scatter that its values do not change: axes, titles, diagonal."""
     figure = _figure(SCATTER_SIZE, SCATTER_SIZE)
     side = SCATTER_SIZE - 60
     ax = _axes(figure, 48, 22, side, side)
     ax.plot([0, 1], [1, 0], color="0.6", linestyle="--", linewidth=1, zorder=1)
-    if len(points):
-        where, count = np.unique(points, axis=0, return_counts=True)
-        ax.scatter(where[:, 0], where[:, 1], s=24 * np.sqrt(count), color=np.array(DOT_COLOR) / 255,
-                   alpha=0.5, edgecolors="none", clip_on=False, zorder=3)
-        for (x, y), n in zip(where, count, strict=True):
-            if n > 1:
-                ax.annotate(f"{n}", (x, y), xytext=(5, 3), textcoords="offset points",
-                            fontsize=TICK, color="0.2", annotation_clip=False, zorder=4)
+    dots = ax.scatter(np.zeros(0), np.zeros(0), color=np.array(DOT_COLOR) / 255, alpha=0.5,
+                      edgecolors="none", clip_on=False, zorder=3)
     if corners:  # what the two saturated corners mean, over the diagonal, under the dots
         box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}
         ax.text(0.98, 0.02, corners[0], ha="right", va="bottom", fontsize=TICK, color="0.35",
@@ -209,9 +252,7 @@ def saturation_figure(left, right, gate, thresholds, title=None, corners=None):
     ax.grid(color="0.93", linewidth=0.6, zorder=0)
     ax.set_xlabel(f"fraction of steps < {thresholds[0]:g}", fontsize=LABEL, labelpad=1)
     ax.set_ylabel(f"fraction of steps > {thresholds[1]:g}", fontsize=LABEL, labelpad=1)
-    heading = f"{title}: " if title else ""
-    ax.set_title(f"{heading}{gate} (n = {int(keep.sum())} units)", fontsize=TITLE, pad=3)
-    return figure
+    return figure, {"dots": dots, "counts": []}
 
 
 # ----------------------------------------------------------------- NumPy fallback
@@ -282,15 +323,27 @@ def saturation_plot(left, right, size=256, dot=2):
 
 
 # ------------------------------------------------------------------------ images
-def heatmap_image(trace, ranges, sequence=0, title=None):
-    """:func:`heatmap_figure` rendered, or the :func:`heatmap` fallback without matplotlib."""
+def heatmap_image(trace, ranges, sequence=0, title=None, figures=None):
+    """:func:`heatmap_figure` rendered, or the :func:`heatmap` fallback without matplotlib.
+
+    ``figures``: an optional dict in which the figure is kept under ``"heatmap"``, to be
+    reused by the next call with the same dict (one dict per tag).
+    """
     if not matplotlib_available():
         return heatmap(trace, ranges, sequence)
-    return render(heatmap_figure(trace, ranges, sequence, title))
+    figures = {} if figures is None else figures
+    figures["heatmap"] = heatmap_figure(trace, ranges, sequence, title, figures.get("heatmap"))
+    return render(figures["heatmap"])
 
 
-def saturation_image(left, right, gate, thresholds, title=None, corners=None):
-    """:func:`saturation_figure` rendered, or :func:`saturation_plot` without matplotlib."""
+def saturation_image(left, right, gate, thresholds, title=None, corners=None, figures=None):
+    """:func:`saturation_figure` rendered, or :func:`saturation_plot` without matplotlib.
+
+    ``figures``: as for :func:`heatmap_image`, keyed ``"saturation"``.
+    """
     if not matplotlib_available():
         return saturation_plot(left, right)
-    return render(saturation_figure(left, right, gate, thresholds, title, corners))
+    figures = {} if figures is None else figures
+    figures["saturation"] = saturation_figure(left, right, gate, thresholds, title, corners,
+                                              figures.get("saturation"))
+    return render(figures["saturation"])

@@ -340,6 +340,7 @@ class GateStatistics(keras.callbacks.Callback):
             )
         self.layer_path = layer_path
         self._writer = None
+        self._figures = {}  # tag -> its matplotlib figure, redrawn at every write
 
     # ------------------------------------------------------------------ the model
     def set_model(self, model):
@@ -394,6 +395,7 @@ class GateStatistics(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._figures.clear()
 
     def write(self, step):
         """Trace the probe batch and write every summary at ``step``; flush the file."""
@@ -424,8 +426,11 @@ class GateStatistics(keras.callbacks.Callback):
                 tf.summary.scalar(f"{tag}/{name}", value, description=describe(cell, gate, name))
             unit_left, unit_right = saturation(values, gate, axis=(0, 1), bounds=ranges[gate])
             short_left, _, short_right, _ = meaning(cell, gate)
-            image = pictures.saturation_image(unit_left, unit_right, gate, limits, title=layer,
-                                              corners=(short_left, short_right))
+            image = pictures.saturation_image(
+                unit_left, unit_right, gate, limits, title=layer,
+                corners=(short_left, short_right),
+                figures=self._figures.setdefault(f"{tag}/saturation", {}),
+            )
             tf.summary.image(f"{tag}/saturation", image[None],
                              description=describe(cell, gate, "saturation"))
         for state in trace.state_names:
@@ -433,7 +438,8 @@ class GateStatistics(keras.callbacks.Callback):
             tf.summary.histogram(f"gates/{layer}/{state}", finite,
                                  description=_describe_state(cell, state))
         gates = {gate: trace[gate] for gate in trace.gate_names}
-        image = pictures.heatmap_image(gates, ranges, self.probe_index, title=layer)
+        image = pictures.heatmap_image(gates, ranges, self.probe_index, title=layer,
+                                       figures=self._figures.setdefault(f"gates/{layer}", {}))
         tf.summary.image(f"gates/{layer}/heatmap", image[None],
                          description=_describe_heatmap(trace, ranges, self.probe_index))
 
