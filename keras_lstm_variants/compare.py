@@ -301,6 +301,11 @@ def settings(args):
         steps, eval_every = option("steps", "--steps"), option("eval_every", "--eval-every")
         if eval_every > steps:
             raise UsageError(f"--eval-every: {eval_every} is more than --steps {steps}")
+        if steps % eval_every:
+            raise UsageError(
+                f"--steps: {steps} is not a multiple of --eval-every {eval_every} (a run "
+                "trains in whole evaluation intervals)"
+            )
         lengths = (
             list(preset["lengths"]) if args.lengths is None else parse_lengths(args.lengths, task)
         )
@@ -632,6 +637,9 @@ def plot(report, path):
                 linewidth=0,
             )
         final.plot(lengths, [task.baseline(t) for t in lengths], "k--", label="trivial")
+        if task.metric == task.loss.upper():  # the solved test reads the loss: draw it
+            for axes in (final, learning):
+                axes.axhline(task.threshold, color="grey", linestyle=":", label="solved below")
         final.set_xscale("log")
         final.set_yscale("log")
         final.set_xticks(lengths, [str(t) for t in lengths])

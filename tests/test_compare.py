@@ -325,6 +325,7 @@ def _must_not_train(*args):
         (["--lengths", str(compare.MAX_LENGTH + 1)], "--lengths"),
         (["--steps", "0"], "--steps"),
         (["--steps", "10", "--eval-every", "20"], "--eval-every: 20 is more than --steps 10"),
+        (["--steps", "1500", "--eval-every", "400"], "--steps: 1500 is not a multiple of"),
         (["--units", "-1"], "--units"),
         (["--batch-size", "0"], "--batch-size"),
         (["--seeds", "0"], "--seeds"),
