@@ -37,6 +37,7 @@ closed form loses about :math:`|a^*_t| \cdot 2^{-24}` (relative) at step :math:`
 """
 
 import math
+from typing import ClassVar
 
 from keras import ops
 
@@ -304,6 +305,17 @@ class MinGRUCell(MinimalCell):
 
     blocks = ("update", "candidate")
     gate_names = ("update",)
+    gate_ranges: ClassVar[dict] = {"update": (0.0, 1.0)}
+    #: For gate statistics: the paper's z weights the *new* candidate (the reverse of GRU's).
+    gate_meanings: ClassVar[dict] = {
+        "update": (
+            "keeps h",
+            "z ~ 0: minGRU keeps its previous state (h_t = (1 - z) h_{t-1} + z h~_t): an "
+            "integrator, long-term memory.",
+            "replaces h",
+            "z ~ 1: minGRU replaces its state by this step's candidate: no memory.",
+        ),
+    }
 
     def coefficients(self, z_x):
         k_z, k_h = ops.split(z_x, 2, axis=-1)
@@ -348,6 +360,22 @@ class MinLSTMCell(MinimalCell):
 
     blocks = ("input", "forget", "candidate")
     gate_names = ("forget", "input")
+    gate_ranges: ClassVar[dict] = {"forget": (0.0, 1.0), "input": (0.0, 1.0)}
+    #: For gate statistics: the normalized gates, f' + i' = 1.
+    gate_meanings: ClassVar[dict] = {
+        "forget": (
+            "state replaced",
+            "f' ~ 0: minLSTM replaces its state by this step's candidate (i' = 1 - f' ~ 1).",
+            "state kept",
+            "f' ~ 1: minLSTM keeps its previous state (i' ~ 0): an integrator.",
+        ),
+        "input": (
+            "input ignored",
+            "i' ~ 0: this step's candidate barely enters; the state is kept (f' ~ 1).",
+            "input written",
+            "i' ~ 1: this step's candidate replaces the state (f' ~ 0).",
+        ),
+    }
 
     def coefficients(self, z_x):
         k_i, k_f, k_h = ops.split(z_x, 3, axis=-1)
