@@ -489,8 +489,9 @@ def bench_shape(shape, variants, jit_modes, repeats, peak, anchors=()):
     records = []
     for entry, _, _ in entries:
         flops = entry["forward_flops"]
+        samples = {mode: np.array(entry.pop(mode)) for mode in ("train", "predict")}
         (train, train_cpu), (predict, predict_cpu) = (
-            np.min(entry.pop(mode), axis=0) for mode in ("train", "predict")
+            samples[mode].min(axis=0) for mode in ("train", "predict")
         )
         records.append(
             {
@@ -505,6 +506,10 @@ def bench_shape(shape, variants, jit_modes, repeats, peak, anchors=()):
                 "first_call_overhead_s": entry["first_train_s"] - train,
                 "compile_s": entry["first_train_s"] - train if entry["jit_compile"] else None,
                 "first_predict_overhead_s": entry["first_predict_s"] - predict,
+                # every repeat near the minimum and far below the first call: no recompilation
+                "train_median_ms": 1e3 * float(np.median(samples["train"][:, 0])),
+                "train_max_ms": 1e3 * float(samples["train"][:, 0].max()),
+                "predict_max_ms": 1e3 * float(samples["predict"][:, 0].max()),
             }
         )
     return records
@@ -753,6 +758,7 @@ def measure(plan, args):
         "versions": versions(),
         "cores": cores(),
         "torch_threads": (args.torch_threads or cores()) if anchors else None,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "started": started,
         "load_average_before_after": [load_before, os.getloadavg()],
         "repeats": args.repeats,
@@ -781,6 +787,11 @@ def measure_in_subprocess(plan, args, backend):
 
 
 def run(args):
+    # OpenMP threads (torch's CPU pool) that spin while they wait for a descheduled sibling
+    # slowed a 2-thread torch.nn.LSTM step ~200x on a loaded 2-core machine (docs/speed.md);
+    # waiting passively costs nothing measurable when the cores are free. Set before torch
+    # loads (the backend subprocesses inherit it); a value the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     plan = parse(args)
     if plan["backends"] == [current_backend()]:
         runs = [measure(plan, args)]
