@@ -595,3 +595,26 @@ def test_mlstm_layer_arguments():
     with pytest.raises(ValueError, match="`unroll=True`"):
         klv.MLSTM(UNITS, unroll=True)
     assert klv.MLSTM(UNITS, parallel=False, unroll=True).unroll
+
+
+def test_gate_statistics_log_the_stabilized_gates(tmp_path):
+    """GateStatistics runs on both layers (the mLSTM's matrix state included) and describes
+    the stabilized gates with the cells' meanings."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    inputs = keras.Input((TIME, FEATURES))
+    hidden = klv.SLSTM(UNITS, num_heads=2, return_sequences=True, name="s")(inputs)
+    last = klv.MLSTM(UNITS, num_heads=3, name="m")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(1)(last))
+    model.compile("adam", "mse")
+    x, _ = data("slstm", batch=6)
+    callback = klv.GateStatistics(str(tmp_path), x[:BATCH], mask=padding_mask())
+    model.fit(x, x[:, -1, :1], epochs=1, verbose=0, callbacks=[callback])
+    events = event_accumulator.EventAccumulator(str(tmp_path / "gates"), {"tensors": 0})
+    events.Reload()
+    tags = set(events.Tags()["tensors"])
+    for layer, gates in (("s", ("input", "forget", "candidate", "output")),
+                         ("m", ("input", "forget", "output"))):
+        for gate in gates:
+            assert f"gates/{layer}/{gate}/right_saturated" in tags
+    assert "write outweighs" in klv.gates.describe(model.layers[1].cell, "input", "right_saturated")
