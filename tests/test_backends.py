@@ -10,6 +10,7 @@ Each backend runs in its own subprocess (a process has one Keras backend). The c
   JAX and on torch, and predicts the same (1e-5); trained on JAX, it loads into TensorFlow.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -138,8 +139,11 @@ print(json.dumps({"backend": keras.backend.backend(), "layers": len(model.layers
     ids=["tensorflow-to-jax-and-torch", "jax-to-tensorflow"],
 )
 def test_weights_trained_on_one_backend_predict_the_same_on_another(source, targets, tmp_path):
-    for backend in (source, *targets):
-        pytest.importorskip(backend)
+    pytest.importorskip(source)
+    installed = [name for name in targets if importlib.util.find_spec(name) is not None]
+    if not installed:
+        pytest.skip(f"none of the target backends {targets} is installed")
+    targets = installed
     path = str(tmp_path / "model")
     run_python(CROSS, source, "train", path)
     expected = np.load(f"{path}.{source}.npy")
