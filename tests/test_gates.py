@@ -197,6 +197,15 @@ def test_keras_masking_is_honoured_and_shared_layer_calls_are_separate():
     assert_trace_equal(traces[f"{path}/call_1"], oracle_trace(step, x[::-1], zeros)[0])
 
 
+def test_symbolic_passes_are_recognised_by_the_private_keras_function_tracing_uses():
+    """Tracing skips Keras's placeholder passes through ``_compat.in_symbolic_scope``."""
+    from keras_lstm_variants import _compat
+
+    assert not _compat.in_symbolic_scope()
+    with keras.SymbolicScope():
+        assert _compat.in_symbolic_scope()
+
+
 def test_bad_input_to_trace_gates_names_the_argument():
     dense = keras.Sequential([keras.Input((TIME, FEATURES)), keras.layers.LSTM(2)])
     with pytest.raises(ValueError, match="`model` contains no variant layer"):
