@@ -618,3 +618,43 @@ def test_gate_statistics_log_the_stabilized_gates(tmp_path):
         for gate in gates:
             assert f"gates/{layer}/{gate}/right_saturated" in tags
     assert "write outweighs" in klv.gates.describe(model.layers[1].cell, "input", "right_saturated")
+
+
+JAX_SCRIPT = """
+import sys
+sys.modules["tensorflow"] = None  # the package must run without TensorFlow
+import numpy as np, keras_lstm_variants as klv
+rng = np.random.default_rng(0)
+x = rng.normal(size=(3, 7, 4)).astype("float32")
+mask = np.ones((3, 7), bool); mask[0, 5:] = False; mask[1, :3] = False
+for options in [{}, {"go_backwards": True}, {"zero_output_for_mask": True}]:
+    kw = dict(num_heads=2, return_sequences=True, return_state=True, **options)
+    parallel, stepped = klv.MLSTM(6, **kw), klv.MLSTM(6, parallel=False, **kw)
+    parallel.build(x.shape); stepped.build(x.shape)
+    parallel.set_weights([rng.normal(0, .5, w.shape) for w in parallel.get_weights()])
+    stepped.set_weights(parallel.get_weights())
+    states = [rng.normal(0, .5, (3, n)).astype("float32") for n in parallel.cell.state_size]
+    ours = parallel(x, initial_state=states, mask=mask)
+    theirs = stepped(x, initial_state=states, mask=mask)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    if not options:  # JAX's loop emits the carried h_0 at leading masked steps, not zeros
+        np.testing.assert_allclose(ours[0][1, 0], states[0][1], rtol=1e-6)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax")
+def test_parallel_equals_stepping_on_jax_without_tensorflow():
+    """Under KERAS_BACKEND=jax, with TensorFlow made unimportable, the parallel MLSTM equals
+    stepping the cell with masks (JAX's own rule at leading masked steps), backwards, and
+    zero_output_for_mask."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
