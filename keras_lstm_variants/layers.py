@@ -289,11 +289,15 @@ class MinimalRNN(VariantRNN):
         _, a, b = cell.coefficients(z_x)
         h = scan_recurrence(a, b, h_0, mask=mask)
         outputs = h
-        if mask is not None:  # keras.layers.RNN: zeros, or the last unmasked output (or 0)
+        if mask is not None:
+            # The backend's time loop at a masked step outputs zeros (zero_output_for_mask),
+            # else the previous output: on TensorFlow and torch zeros before the first
+            # unmasked step, on JAX the carried state (h_0 there), i.e. h itself.
             shown = ops.cast(mask, "bool")
             if not self.zero_output_for_mask:
                 shown = ops.cumsum(ops.cast(mask, "int32"), axis=1) > 0
-            outputs = ops.where(ops.expand_dims(shown, -1), h, ops.zeros_like(h))
+            if self.zero_output_for_mask or backend.backend() != "jax":
+                outputs = ops.where(ops.expand_dims(shown, -1), h, ops.zeros_like(h))
         last_output = outputs[:, -1]
         if not self.return_sequences:
             outputs = ops.expand_dims(last_output, 1)

@@ -10,6 +10,8 @@ log-space code.
 
 import functools
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -449,3 +451,43 @@ def test_log_space_must_be_a_bool(klass):
 def test_unroll_is_refused(klass):
     with pytest.raises(ValueError, match="`unroll`"):
         klass(UNITS, unroll=True)
+
+
+JAX_CHECK = """
+import numpy as np, keras, jax
+import keras_lstm_variants as klv
+rng = np.random.default_rng(0)
+x = rng.normal(size=(3, 12, 4)).astype("float32")
+h_0 = rng.normal(0, 0.5, (3, 3)).astype("float32")
+mask = np.ones((3, 12), bool)
+mask[0, -3:] = False
+mask[1, :3] = False
+for cell, layer in [(klv.MinGRUCell, klv.MinGRU), (klv.MinLSTMCell, klv.MinLSTM)]:
+    scan = layer(3, return_sequences=True, return_state=True)
+    step = keras.layers.RNN(cell(3), return_sequences=True, return_state=True)
+    scan.build(x.shape)
+    step.build(x.shape)
+    scan.set_weights([rng.normal(0, 0.5, w.shape) for w in scan.get_weights()])
+    step.set_weights(scan.get_weights())
+    def loss(x, h_0, layer):
+        outputs, h = layer(x, initial_state=[h_0], mask=mask)
+        return (outputs * outputs).sum() + (2 * h).sum(), (outputs, h)
+    results = [jax.grad(loss, argnums=(0, 1), has_aux=True)(x, h_0, l) for l in (scan, step)]
+    flat = [jax.tree_util.tree_leaves(r) for r in results]
+    for a, b in zip(*flat):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+print("equal")
+"""
+
+
+def test_scan_equals_stepping_on_jax():
+    """On JAX, whose time loop outputs the carried state (not zeros) at masked steps before the
+    first unmasked one, the scan follows it too (outputs, final state, gradients)."""
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-c", JAX_CHECK], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0 and "equal" in done.stdout, done.stderr[-3000:]
