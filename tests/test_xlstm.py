@@ -658,3 +658,30 @@ def test_parallel_equals_stepping_on_jax_without_tensorflow():
         [sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+def test_saved_model_streams_and_tflite(tmp_path):
+    """A SLSTM -> parallel MLSTM model exports: serving_default equals Keras at any length,
+    the streaming ``step`` signature (which steps the cells) reproduces every output of the
+    parallel layer, and TFLite equals Keras at a fixed length."""
+    inputs = keras.Input((None, FEATURES))
+    hidden = klv.SLSTM(UNITS, num_heads=2, return_sequences=True, name="s")(inputs)
+    hidden = klv.MLSTM(UNITS, num_heads=3, return_sequences=True, name="m")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(hidden))
+    randomize(model, std=0.5)
+    x, _ = data("slstm")
+    expected = np.asarray(model(x))
+    path = klv.export_saved_model(model, str(tmp_path / "model"), streaming=True)
+    loaded = tf.saved_model.load(path)
+    served = loaded.signatures["serving_default"](inputs=tf.constant(x[:, :5]))["output"]
+    np.testing.assert_allclose(served, expected[:, :5], atol=1e-5)
+    states = dict(loaded.signatures["initial_state"](batch_size=BATCH))
+    assert sorted(states) == ["m_C", "m_h", "m_m", "m_n", "s_c", "s_h", "s_m", "s_n"]
+    for t in range(TIME):
+        states = dict(loaded.signatures["step"](x_t=tf.constant(x[:, t]), **states))
+        np.testing.assert_allclose(states.pop("output"), expected[:, t], atol=1e-5)
+    lite = klv.export_tflite(model, tmp_path / "m.tflite", time_steps=TIME, batch_size=BATCH)
+    interpreter = tf.lite.Interpreter(model_path=str(lite))
+    serve = interpreter.get_signature_runner("serving_default")
+    np.testing.assert_allclose(serve(inputs=x)["output"], expected, atol=1e-5)
