@@ -14,11 +14,18 @@ import re
 from keras import backend, layers, ops
 
 from ._compat import rnn
-from .cells import CIFGLSTMCell, GreffLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell
-from .cells import MLSTMCell, SLSTMCell
+from .cells import (
+    CIFGLSTMCell,
+    GreffLSTMCell,
+    GRUCell,
+    LSTMCell,
+    MLSTMCell,
+    PeepholeLSTMCell,
+    SLSTMCell,
+)
 from .cells.base import register
-from .cells.options import LSTM_OPTIONS
 from .cells.minimal import MinGRUCell, MinLSTMCell, scan_recurrence
+from .cells.options import LSTM_OPTIONS
 
 
 def _cell_arguments(cell_class):
@@ -149,16 +156,18 @@ class VariantRNN(layers.RNN):
         # Zoneout in training: every step's masks drawn here, before the loop, and fed to the
         # steps with the inputs, so each step has its own on every backend (JAX's scan traces
         # the step once: a draw inside it would repeat one mask at every step).
-        zoneout_masks = cell.zoneout_masks(sequences) if training else None
+        # (A flat tuple: Keras's unrolled loop does not take deeper nesting.)
+        zoneout_masks = (cell.zoneout_masks(sequences) if training else None) or {}
 
         def step(inputs_t, states):
-            x_t, masks_t = inputs_t if zoneout_masks else (inputs_t, None)
+            x_t, *masks_t = inputs_t if zoneout_masks else (inputs_t,)
+            masks_t = dict(zip(zoneout_masks, masks_t, strict=True))
             _, new_states = cell.gates(x_t, list(states), training, zoneout_masks=masks_t)
             return new_states[0], new_states
 
         return rnn(
             step,
-            (sequences, zoneout_masks) if zoneout_masks else sequences,
+            (sequences, *zoneout_masks.values()) if zoneout_masks else sequences,
             list(initial_state),
             go_backwards=self.go_backwards,
             mask=mask,

@@ -333,14 +333,21 @@ def record_zoneout(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "kind, path", [("lstm", "layer"), ("peephole", "layer"), ("cifg", "layer"), ("lstm", "rnn")]
+    "kind, path, unroll",
+    [
+        ("lstm", "layer", False),
+        ("peephole", "layer", False),
+        ("cifg", "layer", False),
+        ("lstm", "layer", True),
+        ("lstm", "rnn", False),
+    ],
 )
-def test_zoneout_training_matches_reference_with_its_masks(kind, path, monkeypatch):
+def test_zoneout_training_matches_reference_with_its_masks(kind, path, unroll, monkeypatch):
     """In training, c = d_c c_prev + (1 - d_c) c_new and h likewise, with fresh masks at each
     step (h computed from the new c), padding on either side. The layers draw the masks before
-    the loop; a cell in keras.layers.RNN draws them at each step."""
+    the loop (also unrolled); a cell in keras.layers.RNN draws them at each step."""
     options = {"zoneout": (0.5, 0.4), "proj_units": PROJ, "seed": 3}
-    layer = sequence_layer(kind, options, path)
+    layer = sequence_layer(kind, options, path, unroll=unroll)
     weights = randomize(layer)
     x, states = make_data(options)
     mask = padding_mask()
