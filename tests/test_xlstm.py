@@ -529,7 +529,7 @@ def policy(request):
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"], indirect=True)
-@pytest.mark.parametrize("case", ["slstm-heads", "slstm-exp", "mlstm-heads", "mlstm-exp"])
+@pytest.mark.parametrize("case", ["slstm-exp", "mlstm-heads"])
 def test_mixed_precision(case, policy):
     """float32 variables, low-precision outputs and states close to float32; the gate and
     stabilizer arithmetic runs in float32 inside, so large pre-activations stay finite."""
