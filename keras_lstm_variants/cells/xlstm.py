@@ -180,7 +180,7 @@ class SLSTMCell(_ExponentialGating):
         forget_activation: ``"sigmoid"`` (the default, as the official sLSTM) or ``"exp"``.
         activation: the candidate's squashing (``tanh``); recurrent_activation: the output
             gate's (``sigmoid``). The input gate is always ``exp``.
-        Everything else as :class:`~keras_lstm_variants.LSTMCell` (no ``unit_forget_bias``).
+        **kwargs: as :class:`~keras_lstm_variants.LSTMCell` (no ``unit_forget_bias``).
 
     Weights: ``kernel`` ``(input_dim, 4 * units)`` with column blocks i, f, z, o (each ordered
     head by head); ``recurrent_kernel`` ``(num_heads, head_size, 4 * head_size)``, head ``k``
@@ -269,11 +269,11 @@ class MLSTMCell(_ExponentialGating):
         units: the output size (``num_heads * d``).
         num_heads: number of heads; must divide ``units``.
         forget_activation: ``"sigmoid"`` (the default, as the official mLSTM) or ``"exp"``.
-        Otherwise :class:`~keras_lstm_variants.LSTMCell`'s input-side arguments: ``use_bias``,
-        ``kernel_*``, ``bias_*``, ``dropout``, ``seed``. The cell has no recurrent weights and
-        no squashing activations, so ``activation``, ``recurrent_activation``,
-        ``recurrent_initializer``/``_regularizer``/``_constraint`` and ``recurrent_dropout``
-        raise.
+        **kwargs: :class:`~keras_lstm_variants.LSTMCell`'s input-side arguments: ``use_bias``,
+            ``kernel_*``, ``bias_*``, ``dropout``, ``seed``. The cell has no recurrent weights and
+            no squashing activations, so ``activation``, ``recurrent_activation``,
+            ``recurrent_initializer``/``_regularizer``/``_constraint`` and ``recurrent_dropout``
+            raise.
 
     Weights: ``kernel`` ``(input_dim, 4 * units + 2 * num_heads)`` with column blocks q, k, v
     (``units`` each, head by head), i, f (``num_heads`` each), o (``units``); ``bias`` likewise.
