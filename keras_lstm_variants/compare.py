@@ -67,39 +67,29 @@ JIT_COMPILE = False
 #: Settings of each task's presets, chosen by measurement (docs/main-job.md); command-line
 #: options override them. ``steps``: the most training steps of a run; a run stops earlier
 #: once solved.
+QUICK = {"lengths": (5, 10), "steps": 20, "eval_every": 10, "units": 8, "seeds": 1}
+FULL = {
+    "lengths": (10, 30, 100, 300, 1000),
+    "steps": 10_000,
+    "eval_every": 250,
+    "units": 128,
+    "seeds": 3,
+}
 PRESETS = {
     "adding": {
-        "quick": {"lengths": (5, 10), "steps": 20, "eval_every": 10, "units": 8, "seeds": 1},
+        "quick": QUICK,
         "default": {"lengths": (10, 30, 100), "steps": 1500, "eval_every": 100, "seeds": 3},
-        "full": {
-            "lengths": (10, 30, 100, 300, 1000),
-            "steps": 10_000,
-            "eval_every": 250,
-            "units": 128,
-            "seeds": 3,
-        },
+        "full": FULL,
     },
     "copy": {
-        "quick": {"lengths": (5, 10), "steps": 20, "eval_every": 10, "units": 8, "seeds": 1},
+        "quick": QUICK,
         "default": {"lengths": (5, 10, 20), "steps": 1000, "eval_every": 100, "seeds": 3},
-        "full": {
-            "lengths": (10, 30, 100, 300, 1000),
-            "steps": 10_000,
-            "eval_every": 250,
-            "units": 128,
-            "seeds": 3,
-        },
+        "full": FULL,
     },
     "agreement": {
-        "quick": {"lengths": (5, 10), "steps": 20, "eval_every": 10, "units": 8, "seeds": 1},
+        "quick": QUICK,
         "default": {"lengths": (20, 50, 100), "steps": 1000, "eval_every": 100, "seeds": 3},
-        "full": {
-            "lengths": (10, 30, 100, 300, 1000),
-            "steps": 10_000,
-            "eval_every": 250,
-            "units": 128,
-            "seeds": 3,
-        },
+        "full": FULL,
     },
 }
 #: Values a preset leaves out.
