@@ -163,7 +163,7 @@ def greff_variants():
 
 def parse_variants(text):
     """The model specs of ``--variants``, checked by constructing each layer once."""
-    known = ", ".join([*VARIANTS, BASELINE, "greff", "all"])
+    known = ", ".join(dict.fromkeys([*VARIANTS, BASELINE, "greff", "all"]))
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
         raise UsageError(f"--variants: no model given; choose from {known}")
@@ -183,7 +183,9 @@ def parse_variants(text):
             except (ValueError, TypeError) as error:
                 raise UsageError(f"--variants: {item!r}: {error} (models: {known})") from None
             head, *options = item.split("+")
-            names.append("+".join([head.strip().lower(), *(o.strip() for o in options)]))
+            base, colon, variant = head.strip().partition(":")  # the variant keeps its case
+            head = base.strip().lower() + colon + variant.strip()
+            names.append("+".join([head, *(option.strip() for option in options)]))
     return list(dict.fromkeys(names))
 
 

@@ -300,6 +300,8 @@ def test_variants_accept_specs_all_and_greff(monkeypatch):
     assert compare.parse_variants("lstm, gru,lstm") == ["lstm", "gru"]
     assert compare.parse_variants("all") == [*VARIANTS, compare.BASELINE]
     assert compare.parse_variants("simplernn,LSTM") == [compare.BASELINE, "lstm"]
+    if "greff" in VARIANTS:  # a Greff variant keeps its paper's name, in capitals
+        assert compare.parse_variants("Greff:NIG+layer_norm") == ["greff:NIG+layer_norm"]
     import keras_lstm_variants as klv
 
     monkeypatch.setattr(klv, "GREFF_VARIANTS", ("V", "NIG"), raising=False)
