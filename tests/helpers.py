@@ -1,7 +1,9 @@
 """Shared test fixtures: the variant cases, random weights and data, and the oracle lookup."""
 
+import contextlib
 import functools
 
+import keras
 import numpy as np
 import reference
 
@@ -96,3 +98,54 @@ def reference_step(case, weights):
     enabled = [gate for gate in order if gate in arguments.get("peepholes", default)]
     assert len(peephole_weights) == len(enabled), "one peephole vector per enabled gate"
     return functools.partial(step, peepholes=dict(zip(enabled, peephole_weights)), **fused)
+
+
+@contextlib.contextmanager
+def float64():
+    """Let float64 be float64 inside (JAX truncates it to float32 unless x64 is enabled)."""
+    if keras.backend.backend() != "jax":
+        yield
+        return
+    import jax
+
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+def gradients(layer, loss, arrays):
+    """Autodiff gradients of ``loss(*arrays)``, a scalar computed by calling ``layer``, with
+    respect to ``arrays`` and then ``layer.trainable_weights``, on the current Keras backend
+    (``tf.GradientTape``, ``jax.grad`` over a stateless call, or ``torch.autograd``)."""
+    backend = keras.backend.backend()
+    variables = list(layer.trainable_weights)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(array) for array in arrays]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = loss(*tensors)
+        grads = tape.gradient(value, tensors + variables)
+    elif backend == "jax":
+        import jax
+
+        def stateless_loss(tensors, values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
+                return loss(*tensors)
+
+        values = [variable.value for variable in variables]
+        by_array, by_weight = jax.grad(stateless_loss, argnums=(0, 1))(list(arrays), values)
+        grads = [*by_array, *by_weight]
+    elif backend == "torch":
+        import torch
+
+        tensors = [torch.tensor(array, requires_grad=True) for array in arrays]
+        value = loss(*tensors)
+        grads = torch.autograd.grad(value, tensors + [variable.value for variable in variables])
+    else:
+        raise NotImplementedError(f"gradients on the {backend} backend")
+    return [keras.ops.convert_to_numpy(grad) for grad in grads]

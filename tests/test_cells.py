@@ -10,13 +10,14 @@ import keras
 import numpy as np
 import pytest
 import reference
-import tensorflow as tf
 from helpers import (
     BATCH,
     CASES,
     FEATURES,
     VARIANT_CASES,
     data,
+    float64,
+    gradients,
     make_cell,
     make_layer,
     randomize,
@@ -141,44 +142,51 @@ def _central_differences(evaluate, value, assign, eps=1e-6):
 @pytest.mark.parametrize("case", VARIANT_CASES)
 def test_gradients_match_finite_differences(case):
     """Autodiff gradients (inputs, initial states, every weight) equal float64 central FD."""
-    layer = keras.layers.RNN(
-        make_cell(case, dtype="float64"), return_sequences=True, return_state=True, dtype="float64"
-    )
-    x, states = data(case, time=5, features=2, dtype="float64")
-    layer.build(x.shape)
-    randomize(layer)
-    probes = [np.random.default_rng(7).normal(size=(BATCH, 5, 3))] + [
-        np.random.default_rng(8 + k).normal(size=s.shape) for k, s in enumerate(states)
-    ]
+    if keras.backend.backend() == "jax":
+        # Measured: with x64 enabled at run time the JAX gradient and a float64 FD disagree in
+        # the 2nd digit (0.1402 vs 0.1486 for d/dx), as if part of the step ran in float32; on
+        # TensorFlow they agree to 1e-6. Open (docs/backends.md).
+        pytest.skip("float64 end to end is not established on JAX yet (docs/backends.md)")
+    with float64():
+        layer = keras.layers.RNN(
+            make_cell(case, dtype="float64"),
+            return_sequences=True,
+            return_state=True,
+            dtype="float64",
+        )
+        x, states = data(case, time=5, features=2, dtype="float64")
+        layer.build(x.shape)
+        randomize(layer)
+        probes = [np.random.default_rng(7).normal(size=(BATCH, 5, 3))] + [
+            np.random.default_rng(8 + k).normal(size=s.shape) for k, s in enumerate(states)
+        ]
 
-    @tf.function
-    def loss(x, states):
-        results = layer(x, initial_state=states)
-        return sum(tf.reduce_sum(r * p) for r, p in zip(results, probes))
+        def loss(x, *states):
+            results = layer(x, initial_state=list(states))
+            return sum(
+                keras.ops.sum(r * keras.ops.convert_to_tensor(p))
+                for r, p in zip(results, probes, strict=True)
+            )
 
-    inputs = [tf.constant(x)] + [tf.constant(s) for s in states]
-    with tf.GradientTape() as tape:
-        tape.watch(inputs)
-        value = loss(inputs[0], inputs[1:])
-    grads = tape.gradient(value, inputs + list(layer.trainable_weights))
+        grads = gradients(layer, loss, [x, *states])
 
-    current = [x] + list(states)
+        current = [x, *states]
 
-    def set_input(k, v):
-        current[k] = v
+        def set_input(k, v):
+            current[k] = v
 
-    def evaluate():
-        return float(loss(tf.constant(current[0]), [tf.constant(s) for s in current[1:]]))
+        def evaluate():
+            return float(keras.ops.convert_to_numpy(loss(*current)))
 
-    expected = [
-        _central_differences(evaluate, array, functools.partial(set_input, k))
-        for k, array in enumerate(list(current))
-    ] + [
-        _central_differences(evaluate, variable.numpy(), variable.assign)
-        for variable in layer.trainable_weights
-    ]
+        expected = [
+            _central_differences(evaluate, array, functools.partial(set_input, k))
+            for k, array in enumerate(list(current))
+        ] + [
+            _central_differences(evaluate, keras.ops.convert_to_numpy(variable), variable.assign)
+            for variable in layer.trainable_weights
+        ]
     assert len(grads) == len(expected) == 1 + len(states) + len(layer.weights)
-    for grad, fd in zip(grads, expected):
+    for grad, fd in zip(grads, expected, strict=True):
         np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 600  # seconds for any one process; the machine may be loaded
+TIMEOUT = 1200  # seconds for any one process; the machine may be loaded
 
 #: Shared by every script: the data, the model, and running it on one device.
 COMMON = """
@@ -164,7 +164,10 @@ out, port, process_id = sys.argv[1], sys.argv[2], int(sys.argv[3])
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 keras.distribution.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
 assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_devices()) == 1
-keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+# Each process passes its own rows (below), so Keras must not shard them again (with
+# auto-sharding, a multi-process distribution accepts only a tf.data.Dataset).
+distribution = keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
+keras.distribution.set_distribution(distribution)
 model = build()
 model.set_weights(initial(out))
 # Each process feeds its half of every global batch of 8: rows 4p..4p+3 of each batch.
