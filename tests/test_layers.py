@@ -31,6 +31,8 @@ def build(layer, x):
 def run_with_gradients(layer, x, states, mask=None, training=False, seed=7):
     """The layer's results and the gradients of a random linear probe of all of them with
     respect to the inputs, the initial states and every trainable weight."""
+    if keras.backend.backend() != "tensorflow":  # results and gradients in one tape: to port
+        pytest.skip("gradients through tf.GradientTape (not yet ported to helpers.gradients)")
     x = tf.constant(x)
     states = [tf.constant(s) for s in states]
     with tf.GradientTape() as tape:
@@ -272,6 +274,8 @@ def test_jit_compile_training(case):
     (``model.compile(jit_compile=True)`` wraps the same kind of step in
     ``tf.function(jit_compile=True)``; compiling the step directly keeps this test fast.)
     """
+    if keras.backend.backend() != "tensorflow":  # jit on JAX: tests/test_backends.py
+        pytest.skip("compiles the step with tf.function(jit_compile=True)")
     x, states = data(case)
     layer = build(make_layer(case, return_sequences=True), x)
     randomize(layer)
