@@ -163,11 +163,14 @@ def test_compare_runs_on_jax_without_tensorflow(tmp_path):
     assert [point["step"] for point in run["history"]] == [10, 20] or run["solved_at_step"]
     assert (out / "compare.png").exists()
     assert not (out / "tensorboard").exists() and not (out / "saved_models").exists()
-    # Asking for an export there is an error, before any work.
-    result = run_command([*command, "--export"], env=env)
-    assert result.returncode == 2 and "--export: SavedModel export needs TensorFlow" in (
-        result.stderr
-    )
+
+
+def test_export_without_tensorflow_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compare, "train_run", _must_not_train)
+    monkeypatch.setattr(compare, "tensorflow_available", lambda: False)
+    assert cli.main(["compare", "--quick", "--export", "--out", str(tmp_path / "out")]) == 2
+    assert "--export: SavedModel export needs TensorFlow" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------- Ctrl-C
