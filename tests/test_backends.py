@@ -110,6 +110,7 @@ def test_the_package_works_without_tensorflow(tmp_path):
 CROSS = """
 import json, sys
 import keras, numpy as np
+import keras_lstm_variants as klv
 mode, path = sys.argv[-2:]
 x = np.random.default_rng(0).normal(size=(3, 6, 2)).astype("float32")
 if mode == "train":
