@@ -10,7 +10,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
-import keras_lstm_variants  # noqa: E402
+import keras_lstm_variants
 
 project = "keras-lstm-variants"
 author = "The keras-lstm-variants authors"

@@ -17,7 +17,6 @@ import keras
 
 import keras_lstm_variants as klv
 
-
 #: The variants an example trains unless ``--variants`` says otherwise: the four of the LSTM
 #: literature's introduction, whose measured tables docs/examples.md reports.
 DEFAULT_VARIANTS = ("lstm", "peephole", "cifg", "gru")

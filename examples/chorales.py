@@ -54,7 +54,7 @@ def load_rolls(names, resolution, cache_dir):
     path = Path(cache_dir) / f"chorales-{resolution:g}.npz"
     cached = dict(np.load(path)) if path.exists() else {}
     keys = [name.replace("/", "_") for name in names]
-    missing = [(name, key) for name, key in zip(names, keys) if key not in cached]
+    missing = [(name, key) for name, key in zip(names, keys, strict=True) if key not in cached]
     for name, key in missing:
         cached[key] = piano_roll(name, resolution)
     if missing:  # write a temporary file, then rename: readers never see a partial cache
@@ -105,7 +105,7 @@ def writable_dir(text):
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as error:
-        raise argparse.ArgumentTypeError(f"cannot write to {text!r}: {error.strerror}")
+        raise argparse.ArgumentTypeError(f"cannot write to {text!r}: {error.strerror}") from None
     return path
 
 

@@ -50,7 +50,7 @@ def main():
     x_test, lengths_test, y_test = load("test")
     order = np.random.default_rng(args.seed).permutation(len(x))
     x, lengths, y = x[order], lengths[order], y[order]
-    frames = np.concatenate([u[:n] for u, n in zip(x, lengths)])
+    frames = np.concatenate([u[:n] for u, n in zip(x, lengths, strict=True)])
     mean, std = frames.mean(0), frames.std(0)
     x = standardize(x, lengths, mean, std)
     x_test = standardize(x_test, lengths_test, mean, std)

@@ -50,20 +50,29 @@ def build(variant, units, vocabulary):
 
 def main(argv=None):
     parser = _common.make_parser(__doc__.split("\n")[0], epochs=30, units=16)
-    parser.add_argument("--distance", type=_common.positive_int, default=12,
-                        help="distractor tokens between subject and verb")
-    parser.add_argument("--size", type=_common.positive_int, default=4000,
-                        help="training sentences")
+    parser.add_argument(
+        "--distance",
+        type=_common.positive_int,
+        default=12,
+        help="distractor tokens between subject and verb",
+    )
+    parser.add_argument(
+        "--size", type=_common.positive_int, default=4000, help="training sentences"
+    )
     parser.add_argument("--every-n-epochs", type=_common.positive_int, default=1)
-    parser.add_argument("--log-dir", default=os.path.join(tempfile.gettempdir(), "gate-logs"),
-                        help="TensorBoard log directory (default: %(default)s)")
+    parser.add_argument(
+        "--log-dir",
+        default=os.path.join(tempfile.gettempdir(), "gate-logs"),
+        help="TensorBoard log directory (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.units, args.distance, args.size = 2, 4, 4, 256
 
     x, y = agreement_data(args.distance, args.size, seed=args.seed)
-    x_valid, y_valid = agreement_data(args.distance, max(args.size // 4, PROBE_SIZE),
-                                      seed=args.seed + 1)
+    x_valid, y_valid = agreement_data(
+        args.distance, max(args.size // 4, PROBE_SIZE), seed=args.seed + 1
+    )
     probe = x_valid[:PROBE_SIZE]
     rows = []
     for name in args.variants:
@@ -72,12 +81,20 @@ def main(argv=None):
         log_dir = os.path.join(args.log_dir, name)
         callbacks = [
             keras.callbacks.TensorBoard(log_dir),
-            klv.GateStatistics(log_dir, probe, every_n_epochs=args.every_n_epochs,
-                               layer_path="rnn"),
+            klv.GateStatistics(
+                log_dir, probe, every_n_epochs=args.every_n_epochs, layer_path="rnn"
+            ),
         ]
         start = time.perf_counter()
-        history = model.fit(x, y, validation_data=(x_valid, y_valid), epochs=args.epochs,
-                            batch_size=args.batch_size, callbacks=callbacks, verbose=0)
+        history = model.fit(
+            x,
+            y,
+            validation_data=(x_valid, y_valid),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            callbacks=callbacks,
+            verbose=0,
+        )
         seconds = time.perf_counter() - start
         trace = klv.gates.trace_layers(model, probe)[name]
         default = "forget" if "forget" in trace.gate_names else trace.gate_names[0]
@@ -85,13 +102,33 @@ def main(argv=None):
         values, bounds = trace[gate], klv.gates.gate_range(trace.cell, gate)
         left, right = klv.gates.saturation(values, gate, bounds=bounds)
         _, unit_right = klv.gates.saturation(values, gate, axis=(0, 1), bounds=bounds)
-        rows.append((name, history.history["val_accuracy"][-1], gate, float(values.mean()),
-                     float(right), float(left), float(unit_right.max()), args.epochs, seconds))
+        rows.append(
+            (
+                name,
+                history.history["val_accuracy"][-1],
+                gate,
+                float(values.mean()),
+                float(right),
+                float(left),
+                float(unit_right.max()),
+                args.epochs,
+                seconds,
+            )
+        )
     _common.print_table(
         f"Subject-verb agreement over {args.distance} distractors ({args.size} sentences); "
         f"keep gate traced on {len(probe)} validation sentences after training",
-        ("model", "val accuracy", "keep gate", "mean", "right sat. (>0.9)",
-         "left sat. (<0.1)", "most right-sat. unit", "epochs", "train s"),
+        (
+            "model",
+            "val accuracy",
+            "keep gate",
+            "mean",
+            "right sat. (>0.9)",
+            "left sat. (<0.1)",
+            "most right-sat. unit",
+            "epochs",
+            "train s",
+        ),
         rows,
     )
     print(f"\nSee the gates: tensorboard --logdir {args.log_dir}")

@@ -109,10 +109,14 @@ def main(argv=None):
     parser.add_argument("--precision", action="store_true", help="also print the precision")
     args = parser.parse_args(argv)
     lengths = [int(text) for text in args.lengths.split(",")]
-    print(f"backend {keras.backend.backend()}, jit_compile={args.jit}, batch {BATCH}, "
-          f"{FEATURES} features, {UNITS} units; minimum of {args.repeats} interleaved repeats")
-    print(f"{'T':>5} {'variant':8} {'train ms':>9} {'x LSTM':>7} {'us/step':>8} "
-          f"{'infer ms':>9} {'x LSTM':>7} {'us/step':>8} {'first s':>8}")
+    print(
+        f"backend {keras.backend.backend()}, jit_compile={args.jit}, batch {BATCH}, "
+        f"{FEATURES} features, {UNITS} units; minimum of {args.repeats} interleaved repeats"
+    )
+    print(
+        f"{'T':>5} {'variant':8} {'train ms':>9} {'x LSTM':>7} {'us/step':>8} "
+        f"{'infer ms':>9} {'x LSTM':>7} {'us/step':>8} {'first s':>8}"
+    )
     for length in lengths:
         results = measure(length, args.repeats, args.jit)
         lstm_train, lstm_predict, _ = results["lstm"]

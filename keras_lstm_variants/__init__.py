@@ -1,9 +1,14 @@
 """keras-lstm-variants: the LSTM family as Keras 3 layers.
 
-Cells (for ``keras.layers.RNN``, ``Bidirectional``, ``StackedRNNCells``): :class:`LSTMCell`,
-:class:`PeepholeLSTMCell`, :class:`CIFGLSTMCell`, :class:`GRUCell`. Sequence layers with
-``keras.layers.LSTM``'s signature: :class:`LSTM`, :class:`PeepholeLSTM`, :class:`CIFGLSTM`,
-:class:`GRU`.
+Cells (for ``keras.layers.RNN``, ``Bidirectional``, ``StackedRNNCells``) and sequence layers
+with ``keras.layers.LSTM``'s signature, one pair per variant (:data:`VARIANTS`):
+:class:`LSTMCell` / :class:`LSTM`, :class:`PeepholeLSTMCell` / :class:`PeepholeLSTM`,
+:class:`CIFGLSTMCell` / :class:`CIFGLSTM`, :class:`GRUCell` / :class:`GRU`,
+:class:`GreffLSTMCell` / :class:`GreffLSTM` (the nine :data:`GREFF_VARIANTS`),
+:class:`MinGRUCell` / :class:`MinGRU`, :class:`MinLSTMCell` / :class:`MinLSTM`,
+:class:`SLSTMCell` / :class:`SLSTM`, :class:`MLSTMCell` / :class:`MLSTM`. Gate inspection:
+:func:`trace_gates`, :class:`GateStatistics`. Export: :func:`export_saved_model`,
+:func:`export_tflite`. Porting PyTorch weights: :func:`weights_from_torch_lstm`.
 """
 
 from . import cli as _cli
@@ -11,19 +16,36 @@ from . import cli as _cli
 if _cli.running_as_the_command():  # before Keras loads TensorFlow: quiet its C++ start-up logs
     _cli.quiet_tensorflow()
 
-from .cells import CIFGLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell, RecurrentCell
-from .cells import GREFF_VARIANTS, GreffLSTMCell
-from .cells import MLSTMCell, SLSTMCell
-from .cells import MinGRUCell, MinLSTMCell
+from .cells import (
+    GREFF_VARIANTS,
+    CIFGLSTMCell,
+    GreffLSTMCell,
+    GRUCell,
+    LSTMCell,
+    MinGRUCell,
+    MinLSTMCell,
+    MLSTMCell,
+    PeepholeLSTMCell,
+    RecurrentCell,
+    SLSTMCell,
+)
 from .export import export_saved_model, export_tflite
 from .gates import GateStatistics, trace_gates
-from .layers import CIFGLSTM, GRU, LSTM, PeepholeLSTM, VariantRNN
-from .layers import GreffLSTM
-from .layers import MLSTM, SLSTM
-from .layers import MinGRU, MinLSTM
+from .layers import (
+    CIFGLSTM,
+    GRU,
+    LSTM,
+    MLSTM,
+    SLSTM,
+    GreffLSTM,
+    MinGRU,
+    MinLSTM,
+    PeepholeLSTM,
+    VariantRNN,
+)
 from .porting import weights_from_torch_lstm
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: Each variant's name, its cell class and its sequence layer class.
 VARIANTS = {
@@ -40,16 +62,18 @@ VARIANTS = {
 
 __all__ = [
     "CIFGLSTM",
-    "CIFGLSTMCell",
-    "GRU",
-    "GRUCell",
     "GREFF_VARIANTS",
+    "GRU",
+    "LSTM",
+    "MLSTM",
+    "SLSTM",
+    "VARIANTS",
+    "CIFGLSTMCell",
+    "GRUCell",
+    "GateStatistics",
     "GreffLSTM",
     "GreffLSTMCell",
-    "GateStatistics",
-    "LSTM",
     "LSTMCell",
-    "MLSTM",
     "MLSTMCell",
     "MinGRU",
     "MinGRUCell",
@@ -58,9 +82,7 @@ __all__ = [
     "PeepholeLSTM",
     "PeepholeLSTMCell",
     "RecurrentCell",
-    "SLSTM",
     "SLSTMCell",
-    "VARIANTS",
     "VariantRNN",
     "export_saved_model",
     "export_tflite",

@@ -125,9 +125,15 @@ class VariantRNN(layers.RNN):
                 f"`initial_state` tensor(s) {self.cell.state_names}; received {len(state_shapes)}."
             )
         batch = sequences_shape[0]
-        for name, size, shape in zip(self.cell.state_names, self.state_size, state_shapes):
+        for name, size, shape in zip(
+            self.cell.state_names, self.state_size, state_shapes, strict=True
+        ):
             shape = tuple(shape)
-            if len(shape) != 2 or shape[1] != size or None not in (batch, shape[0]) and shape[0] != batch:
+            if (
+                len(shape) != 2
+                or shape[1] != size
+                or (None not in (batch, shape[0]) and shape[0] != batch)
+            ):
                 raise ValueError(
                     f"{type(self).__name__} '{self.name}': `initial_state` {name} must have shape "
                     f"(batch={batch}, {size}); received shape {shape}."

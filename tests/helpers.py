@@ -35,7 +35,7 @@ CASES = {
 #: One representative case per variant, plus GRU's second mode.
 VARIANT_CASES = ["lstm", "peephole-all", "cifg-of", "gru-reset-after", "gru-reset-before"]
 
-LAYER_OF_CELL = {cell: layer for cell, layer in klv.VARIANTS.values()}
+LAYER_OF_CELL = dict(klv.VARIANTS.values())
 
 
 def make_cell(case, **kwargs):
@@ -97,7 +97,9 @@ def reference_step(case, weights):
         order, default, step = ("forget", "output"), (), reference.cifg_step
     enabled = [gate for gate in order if gate in arguments.get("peepholes", default)]
     assert len(peephole_weights) == len(enabled), "one peephole vector per enabled gate"
-    return functools.partial(step, peepholes=dict(zip(enabled, peephole_weights)), **fused)
+    return functools.partial(
+        step, peepholes=dict(zip(enabled, peephole_weights, strict=True)), **fused
+    )
 
 
 @contextlib.contextmanager

@@ -214,7 +214,6 @@ def run(step, inputs, states, input_mask=1.0, go_backwards=False, mask=None, **w
     return np.stack(outputs, axis=1), states
 
 
-
 #: Greff et al. 2017, section III: what each configuration changes in the vanilla LSTM (V).
 GREFF_CHANGES = {
     "V": {},
@@ -460,9 +459,7 @@ def log_forget(f_tilde, forget_activation):
     return f_tilde if forget_activation == "exp" else -np.logaddexp(0.0, -f_tilde)
 
 
-def slstm_step(
-    x, states, kernel, recurrent_kernel, bias, num_heads=1, forget_activation="sigmoid"
-):
+def slstm_step(x, states, kernel, recurrent_kernel, bias, num_heads=1, forget_activation="sigmoid"):
     """One stabilized sLSTM step (eqs. 8-17)::
 
         z~, i~, f~, o~ = W x + R h_prev + b          (R block-diagonal over heads)

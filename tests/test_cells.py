@@ -52,7 +52,7 @@ def test_sequence_matches_reference(case, path):
     expected, expected_final = reference.run(reference_step(case, weights), x, states)
     np.testing.assert_allclose(outputs, expected, **TOLERANCE)
     assert len(final) == len(expected_final)
-    for state, expected_state in zip(final, expected_final):
+    for state, expected_state in zip(final, expected_final, strict=True):
         np.testing.assert_allclose(state, expected_state, **TOLERANCE)
 
 
@@ -117,7 +117,9 @@ def test_peephole_cell_without_peepholes_is_lstm():
     assert len(peephole.weights) == len(lstm.weights) == 3
     lstm.set_weights(randomize(peephole))
     x, states = data("lstm")
-    for ours, theirs in zip(peephole(x, initial_state=states), lstm(x, initial_state=states)):
+    for ours, theirs in zip(
+        peephole(x, initial_state=states), lstm(x, initial_state=states), strict=True
+    ):
         np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
 
 

@@ -69,7 +69,9 @@ class _Run:
         for line in lines[2:]:
             cells = [cell.strip() for cell in line.strip("|").split("|")]
             assert len(cells) == len(header), line
-            table[cells[0]] = {key: _number(value) for key, value in zip(header[1:], cells[1:])}
+            table[cells[0]] = {
+                key: _number(value) for key, value in zip(header[1:], cells[1:], strict=True)
+            }
         return table
 
 

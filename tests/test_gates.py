@@ -65,8 +65,9 @@ def layer_weights(layer):
 
 
 # ----------------------------------------------------------------------------- trace_gates
-@pytest.mark.parametrize("case", ["lstm", "peephole-all", "cifg-of", "gru-reset-after",
-                                  "gru-reset-before"])
+@pytest.mark.parametrize(
+    "case", ["lstm", "peephole-all", "cifg-of", "gru-reset-after", "gru-reset-before"]
+)
 def test_trace_matches_oracle_with_initial_state_and_mask(case):
     layer = make_layer(case, return_sequences=True)
     x, states = data(case)
@@ -107,11 +108,15 @@ def test_bidirectional_halves_are_traced_on_the_original_time_axis():
 
 
 def test_stacked_cells_each_traced_in_a_nested_model_loaded_from_keras_file(tmp_path):
-    cells = [klv.CIFGLSTMCell(UNITS, peepholes=("output", "forget")),
-             klv.GRUCell(UNITS, reset_after=False)]
+    cells = [
+        klv.CIFGLSTMCell(UNITS, peepholes=("output", "forget")),
+        klv.GRUCell(UNITS, reset_after=False),
+    ]
     inner = keras.Sequential(
-        [keras.Input((TIME, FEATURES)), keras.layers.RNN(keras.layers.StackedRNNCells(cells),
-                                                         name="stack")],
+        [
+            keras.Input((TIME, FEATURES)),
+            keras.layers.RNN(keras.layers.StackedRNNCells(cells), name="stack"),
+        ],
         name="inner",
     )
     inputs = keras.Input((TIME, FEATURES))
@@ -156,8 +161,15 @@ class Subclassed(keras.Model):
     def __init__(self, **kwargs):
         super().__init__()
         normal = keras.initializers.RandomNormal(stddev=0.5, seed=3)
-        self.gru = klv.GRU(UNITS, return_sequences=True, name="gru", kernel_initializer=normal,
-                           recurrent_initializer=normal, bias_initializer=normal, **kwargs)
+        self.gru = klv.GRU(
+            UNITS,
+            return_sequences=True,
+            name="gru",
+            kernel_initializer=normal,
+            recurrent_initializer=normal,
+            bias_initializer=normal,
+            **kwargs,
+        )
 
     def call(self, x):
         return self.gru(x)
@@ -238,8 +250,7 @@ def test_heatmap_figure_has_a_named_panel_per_gate_time_axis_and_colour_bars():
 
     panels = [ax for ax in figure.axes if ax.get_images()]
     bars = [ax for ax in figure.axes if not ax.get_images()]
-    assert [ax.get_title(loc="left") for ax in panels] == ["input", "forget", "candidate",
-                                                          "output"]
+    assert [ax.get_title(loc="left") for ax in panels] == ["input", "forget", "candidate", "output"]
     assert len(bars) == 4, "one colour bar per panel"
     for ax, gate in zip(panels, gates, strict=True):
         [image] = ax.get_images()
@@ -262,8 +273,9 @@ def test_heatmap_figure_has_a_named_panel_per_gate_time_axis_and_colour_bars():
 def test_saturation_figure_axes_diagonal_counts_and_nothing_clipped():
     left = np.array([0.0, 0.0, 0.0, 0.5, np.nan])
     right = np.array([0.0, 0.0, 0.0, 0.25, np.nan])
-    figure = klv.gates.saturation_figure(left, right, "forget", (0.1, 0.9), title="rnn",
-                                         corners=("erases memory", "keeps memory"))
+    figure = klv.gates.saturation_figure(
+        left, right, "forget", (0.1, 0.9), title="rnn", corners=("erases memory", "keeps memory")
+    )
     [ax] = figure.axes
     assert ax.get_xlabel() == "fraction of steps < 0.1"
     assert ax.get_ylabel() == "fraction of steps > 0.9"
@@ -291,15 +303,26 @@ def test_a_reused_figure_draws_what_a_new_one_draws():
     figures = {}
     for trace, sequence in ((first, 1), (second, 1), (first, 0)):
         reused = pictures.heatmap_image(trace, ranges, sequence, "rnn", figures=figures)
-        np.testing.assert_array_equal(reused, render(klv.gates.heatmap_figure(
-            trace, ranges, sequence, "rnn")))
+        np.testing.assert_array_equal(
+            reused, render(klv.gates.heatmap_figure(trace, ranges, sequence, "rnn"))
+        )
     kept = figures["heatmap"]
-    for left, right in (([0.0, 0.0, 0.5], [0.0, 0.0, 0.2]), ([0.1, 0.9, np.nan], [0.8, 0, 0]),
-                        ([0.3, 0.3, 0.3], [0.3, 0.3, 0.3])):
-        reused = pictures.saturation_image(left, right, "forget", (0.1, 0.9), "rnn",
-                                           corners=("a", "b"), figures=figures)
-        np.testing.assert_array_equal(reused, render(klv.gates.saturation_figure(
-            left, right, "forget", (0.1, 0.9), "rnn", corners=("a", "b"))))
+    for left, right in (
+        ([0.0, 0.0, 0.5], [0.0, 0.0, 0.2]),
+        ([0.1, 0.9, np.nan], [0.8, 0, 0]),
+        ([0.3, 0.3, 0.3], [0.3, 0.3, 0.3]),
+    ):
+        reused = pictures.saturation_image(
+            left, right, "forget", (0.1, 0.9), "rnn", corners=("a", "b"), figures=figures
+        )
+        np.testing.assert_array_equal(
+            reused,
+            render(
+                klv.gates.saturation_figure(
+                    left, right, "forget", (0.1, 0.9), "rnn", corners=("a", "b")
+                )
+            ),
+        )
     assert figures["heatmap"] is kept, "one figure per tag, redrawn"
 
 
@@ -319,8 +342,9 @@ def test_numpy_fallback_without_matplotlib_is_said_once(monkeypatch, caplog):
 
 
 def test_numpy_fallback_saturation_plot_puts_each_unit_at_its_fractions():
-    image = klv.gates.saturation_plot(np.array([0.0, 1.0, 0.25]), np.array([1.0, 0.0, 0.5]),
-                                      size=101, dot=0)
+    image = klv.gates.saturation_plot(
+        np.array([0.0, 1.0, 0.25]), np.array([1.0, 0.0, 0.5]), size=101, dot=0
+    )
     blue = (image == klv.gates.DOT_COLOR).all(-1)
     rows, cols = np.nonzero(blue)
     assert sorted(zip(rows, cols, strict=True)) == [(2, 2), (50, 26), (98, 98)]  # 2 px margin
@@ -329,8 +353,10 @@ def test_numpy_fallback_saturation_plot_puts_each_unit_at_its_fractions():
 
 
 def test_numpy_fallback_heatmap_bands_colours_and_masked_steps():
-    trace = {"forget": np.array([[[0.0, 1.0], [1.0, np.nan]]]),  # (batch 1, time 2, units 2)
-             "candidate": np.array([[[-1.0, 1.0], [1.0, np.nan]]])}
+    trace = {
+        "forget": np.array([[[0.0, 1.0], [1.0, np.nan]]]),  # (batch 1, time 2, units 2)
+        "candidate": np.array([[[-1.0, 1.0], [1.0, np.nan]]]),
+    }
     ranges = {"forget": (0.0, 1.0), "candidate": (-1.0, 1.0)}
     image = klv.gates.heatmap(trace, ranges, width=2, band=2)
     assert image.shape == (2 + 2 + 2, 2, 3)  # two bands of 2 unit rows, a 2-row separator
@@ -346,8 +372,7 @@ def test_gate_ranges_come_from_the_cell():
     assert klv.gates.gate_range(klv.LSTMCell(2, activation="softsign"), "candidate") == (-1, 1)
     exponential = klv.LSTMCell(2, recurrent_activation="exponential")
     assert klv.gates.gate_range(exponential, "forget") == (0.0, None)
-    assert klv.gates.gate_range(klv.LSTMCell(2, activation="linear"), "candidate") == (
-        None, None)
+    assert klv.gates.gate_range(klv.LSTMCell(2, activation="linear"), "candidate") == (None, None)
     declared = klv.LSTMCell(2)
     declared.gate_ranges = {"input": (0, 2)}  # a cell's own declaration wins
     assert klv.gates.gate_range(declared, "input") == (0.0, 2.0)
@@ -355,8 +380,14 @@ def test_gate_ranges_come_from_the_cell():
 
 def test_descriptions_say_what_each_saturated_gate_means():
     lstm, gru = klv.LSTMCell(2), klv.GRUCell(2)
-    cells = {"input": lstm, "forget": lstm, "output": lstm, "candidate": lstm,
-             "update": gru, "reset": gru}
+    cells = {
+        "input": lstm,
+        "forget": lstm,
+        "output": lstm,
+        "candidate": lstm,
+        "update": gru,
+        "reset": gru,
+    }
     for statistic in ("left_saturated", "right_saturated", "saturation"):
         texts = {gate: klv.gates.describe(cell, gate, statistic) for gate, cell in cells.items()}
         assert len(set(texts.values())) == len(texts), statistic
@@ -410,8 +441,11 @@ def test_logged_scalars_equal_statistics_of_trace_gates(logged):
         for gate in (key for key in trace if key not in ("c", "h")):
             values = trace[gate][~np.isnan(trace[gate])]
             low, high = (-0.9, 0.9) if gate == "candidate" else (0.1, 0.9)
-            statistics = {"mean": values.mean(), "left_saturated": np.mean(values < low),
-                          "right_saturated": np.mean(values > high)}
+            statistics = {
+                "mean": values.mean(),
+                "left_saturated": np.mean(values < low),
+                "right_saturated": np.mean(values > high),
+            }
             for name, value in statistics.items():
                 tag = f"gates/{layer}/{gate}/{name}"
                 expected_tags.add(tag)
@@ -445,15 +479,22 @@ def test_logged_histograms_and_images(logged):
 
     trace = traces["bi/backward"]
     ranges = {gate: klv.gates.gate_range(trace.cell, gate) for gate in trace.gate_names}
-    figure = klv.gates.heatmap_figure({gate: trace[gate] for gate in trace.gate_names}, ranges,
-                                      sequence=1, title="bi/backward")
+    figure = klv.gates.heatmap_figure(
+        {gate: trace[gate] for gate in trace.gate_names}, ranges, sequence=1, title="bi/backward"
+    )
     heat = decoded_image(events, "gates/bi/backward/heatmap")
     assert heat.shape[:2] == klv.gates.pictures.heatmap_size(4) == (388, 360)
     np.testing.assert_array_equal(heat, klv.gates.pictures.render(figure))
 
     left, right = klv.gates.saturation(trace["forget"], "forget", axis=(0, 1))
-    figure = klv.gates.saturation_figure(left, right, "forget", (0.1, 0.9), title="bi/backward",
-                                         corners=("erases memory", "keeps memory"))
+    figure = klv.gates.saturation_figure(
+        left,
+        right,
+        "forget",
+        (0.1, 0.9),
+        title="bi/backward",
+        corners=("erases memory", "keeps memory"),
+    )
     scatter = decoded_image(events, "gates/bi/backward/forget/saturation")
     assert scatter.shape[:2] == (300, 300)
     np.testing.assert_array_equal(scatter, klv.gates.pictures.render(figure))
@@ -484,9 +525,23 @@ def test_tensorboard_server_shows_the_tags(logged):
     # looks for a module `tensorboard.compat.notf`): the same server and event-file reader,
     # without the import of TensorFlow that takes 20-50 s on a loaded 2-core machine.
     server = subprocess.Popen(
-        [sys.executable, "-c", TENSORBOARD_WITHOUT_TF, "--logdir", log_dir, "--port", str(port),
-         "--host", "127.0.0.1", "--load_fast", "false", "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-c",
+            TENSORBOARD_WITHOUT_TF,
+            "--logdir",
+            log_dir,
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--load_fast",
+            "false",
+            "--reload_interval",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
     def get(plugin):
@@ -533,17 +588,20 @@ def test_bad_input_to_gate_statistics_names_the_argument(tmp_path):
         callback.set_model(keras.Sequential([keras.Input((TIME, 3)), klv.GRU(2)]))
 
 
-@pytest.mark.parametrize("data, mask, match", [
-    (np.zeros((2, 0, FEATURES)), None, r"`data` must not be empty.*zero time steps"),
-    (np.zeros((0, TIME, FEATURES)), None, "`data` must not be empty"),
-    (np.zeros((2,)), None, "`data` must be a probe batch"),
-    ([], None, "`data` must be a probe batch"),
-    (np.full((2, TIME, FEATURES), np.nan), None, "`data` must be finite"),
-    ([np.zeros((2, TIME, FEATURES)), np.zeros((3, UNITS))], None, "one batch size"),
-    (np.array([[["a"]]]), None, "`data` must be numeric"),
-    (np.zeros((2, TIME, FEATURES)), np.zeros((2, TIME)), "masks every step of sequence"),
-    (np.zeros((2, TIME, FEATURES)), np.full((2, TIME), 0.5), "`mask` must be boolean"),
-])
+@pytest.mark.parametrize(
+    "data, mask, match",
+    [
+        (np.zeros((2, 0, FEATURES)), None, r"`data` must not be empty.*zero time steps"),
+        (np.zeros((0, TIME, FEATURES)), None, "`data` must not be empty"),
+        (np.zeros((2,)), None, "`data` must be a probe batch"),
+        ([], None, "`data` must be a probe batch"),
+        (np.full((2, TIME, FEATURES), np.nan), None, "`data` must be finite"),
+        ([np.zeros((2, TIME, FEATURES)), np.zeros((3, UNITS))], None, "one batch size"),
+        (np.array([[["a"]]]), None, "`data` must be numeric"),
+        (np.zeros((2, TIME, FEATURES)), np.zeros((2, TIME)), "masks every step of sequence"),
+        (np.zeros((2, TIME, FEATURES)), np.full((2, TIME), 0.5), "`mask` must be boolean"),
+    ],
+)
 def test_the_probe_is_checked_in_the_constructor(tmp_path, data, mask, match):
     with pytest.raises(ValueError, match=match):
         klv.GateStatistics(str(tmp_path), data, mask=mask)
@@ -563,8 +621,12 @@ def test_what_only_the_model_can_check_fails_before_training(tmp_path):
     ]:
         with pytest.raises(ValueError, match=match):
             klv.GateStatistics(str(tmp_path), probe, layer_path=layer_path).set_model(model)
-    two = keras.Model(inputs := keras.Input((TIME, FEATURES)), keras.layers.Concatenate()(
-        [klv.GRU(UNITS, name="a")(inputs), klv.GRU(UNITS, name="b")(inputs)]))
+    two = keras.Model(
+        inputs := keras.Input((TIME, FEATURES)),
+        keras.layers.Concatenate()(
+            [klv.GRU(UNITS, name="a")(inputs), klv.GRU(UNITS, name="b")(inputs)]
+        ),
+    )
     with pytest.raises(ValueError, match=r"names one layer, but the model has variant layers"):
         klv.GateStatistics(str(tmp_path), probe, layer_path="rnn").set_model(two)
     with pytest.raises(ValueError, match="gives two layers one tag path"):
@@ -576,8 +638,9 @@ def written_tags(log_dir):
         os.path.join(log_dir, "gates"), dict.fromkeys(event_accumulator.DEFAULT_SIZE_GUIDANCE, 0)
     )
     events.Reload()
-    return {tag: events.SummaryMetadata(tag).plugin_data.plugin_name
-            for tag in events.Tags()["tensors"]}
+    return {
+        tag: events.SummaryMetadata(tag).plugin_data.plugin_name for tag in events.Tags()["tensors"]
+    }
 
 
 def test_layer_path_gives_two_variants_the_same_tags_so_tensorboard_overlays_them(tmp_path):
@@ -590,8 +653,12 @@ def test_layer_path_gives_two_variants_the_same_tags_so_tensorboard_overlays_the
         callback.write(0)
         tags[name] = written_tags(tmp_path / name)
     shared = set(tags["lstm"]) & set(tags["gru"])
-    assert {"gates/rnn/candidate/right_saturated", "gates/rnn/candidate/saturation",
-            "gates/rnn/heatmap", "gates/rnn/h"} <= shared
+    assert {
+        "gates/rnn/candidate/right_saturated",
+        "gates/rnn/candidate/saturation",
+        "gates/rnn/heatmap",
+        "gates/rnn/h",
+    } <= shared
     assert all(tag.startswith("gates/rnn/") for run in tags.values() for tag in run)
 
     inputs = keras.Input((TIME, FEATURES))
@@ -601,7 +668,8 @@ def test_layer_path_gives_two_variants_the_same_tags_so_tensorboard_overlays_the
     callback.set_model(model)
     callback.write(0)
     assert {"gates/encoder/forward/forget/mean", "gates/encoder/backward/c"} <= set(
-        written_tags(tmp_path / "bi"))
+        written_tags(tmp_path / "bi")
+    )
 
 
 def test_a_gate_with_an_open_range_gets_its_mean_histogram_and_heatmap_only(tmp_path):
@@ -632,8 +700,11 @@ def test_time_distributed_is_refused_alone_and_left_out_with_a_warning_beside_ot
     wrapped = keras.layers.TimeDistributed(klv.LSTM(UNITS, name="inner"), name="td")
     model = keras.Model(inputs, wrapped(inputs))
     x = np.random.default_rng(0).normal(size=(BATCH, 2, TIME, FEATURES)).astype("float32")
-    with pytest.raises(ValueError, match=r"'td/inner' \(inside TimeDistributed 'td'\).*"
-                                         r"Trace the inner layer itself"):
+    with pytest.raises(
+        ValueError,
+        match=r"'td/inner' \(inside TimeDistributed 'td'\).*"
+        r"Trace the inner layer itself",
+    ):
         klv.trace_gates(model, x)
     # The advice works: the inner layer traced on (batch * outer steps, time, features).
     traces = klv.trace_gates(wrapped.layer, x.reshape((-1, TIME, FEATURES)))
@@ -672,14 +743,30 @@ def test_without_tensorflow_trace_gates_works_and_gate_statistics_says_what_to_i
     weights = randomize(layer)
     x, _ = data("lstm")
     mask = padding_mask()
-    np.savez(tmp_path / "in.npz", x=x, mask=mask, units=UNITS, kernel=weights[0],
-             recurrent_kernel=weights[1], bias=weights[2])
+    np.savez(
+        tmp_path / "in.npz",
+        x=x,
+        mask=mask,
+        units=UNITS,
+        kernel=weights[0],
+        recurrent_kernel=weights[1],
+        bias=weights[2],
+    )
     environment = {**os.environ, "KERAS_BACKEND": "jax"}
     script = tmp_path / "no_tensorflow.py"
     script.write_text(NO_TENSORFLOW)
     done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "in.npz"), str(tmp_path / "out.npz"),
-         str(tmp_path / "logs")], env=environment, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "in.npz"),
+            str(tmp_path / "out.npz"),
+            str(tmp_path / "logs"),
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "pip install tensorflow" in done.stdout

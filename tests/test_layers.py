@@ -48,7 +48,7 @@ def assert_same_run(ours, theirs, x, states, mask=None, training=False):
     results, grads = run_with_gradients(ours, x, states, mask, training)
     expected, expected_grads = run_with_gradients(theirs, x, states, mask, training)
     assert len(results) == len(expected) and len(grads) == len(expected_grads)
-    for a, b in zip(results + grads, expected + expected_grads):
+    for a, b in zip(results + grads, expected + expected_grads, strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
 
 
@@ -116,7 +116,7 @@ def test_stateful_equals_keras_layer(case):
     np.testing.assert_allclose(first_outputs, theirs(x), **TOLERANCE)
     np.testing.assert_allclose(ours(second), theirs(second), **TOLERANCE)
     assert len(ours.states) == len(theirs.states)
-    for a, b in zip(ours.states, theirs.states):
+    for a, b in zip(ours.states, theirs.states, strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
     ours.reset_state()
     np.testing.assert_allclose(ours(x), first_outputs, **TOLERANCE)
@@ -296,7 +296,7 @@ def test_jit_compile_training(case):
     np.testing.assert_allclose(compiled, eager, **TOLERANCE)
     losses = [float(first_loss)] + [float(train_step(x, states)[1]) for _ in range(2)]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    assert all(not np.array_equal(a, b) for a, b in zip(before, layer.get_weights()))
+    assert all(not np.array_equal(a, b) for a, b in zip(before, layer.get_weights(), strict=True))
 
 
 @pytest.fixture

@@ -286,9 +286,7 @@ def test_input_dropout_one_mask_per_sequence(name):
     outputs = np.asarray(layer(x, initial_state=[h_0], training=True))
     assert records and all(np.array_equal(m, records[0]) for m in records)
     assert set(np.unique(records[0])) == {0.0, 2.0}
-    expected = reference.run(
-        oracle_step(name, weights, True), x, (h_0,), input_mask=records[0]
-    )[0]
+    expected = reference.run(oracle_step(name, weights, True), x, (h_0,), input_mask=records[0])[0]
     np.testing.assert_allclose(outputs, expected, **TOLERANCE)
     plain = reference.run(oracle_step(name, weights, True), x, (h_0,))[0]
     np.testing.assert_allclose(layer(x, initial_state=[h_0], training=False), plain, **TOLERANCE)

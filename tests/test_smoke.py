@@ -1,8 +1,8 @@
 """The quickest end-to-end check: every variant trains in a Sequential model."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 import keras_lstm_variants as klv
 

@@ -111,9 +111,7 @@ def test_sequence_matches_reference(case, path, scenario):
     non-zero state, with padding on either side and backwards (the mLSTM layer: parallel)."""
     options = dict(SCENARIOS[scenario])
     mask = padding_mask() if options.pop("mask", False) else None
-    layer = PATHS[path](
-        case, return_sequences=True, return_state=True, dtype="float64", **options
-    )
+    layer = PATHS[path](case, return_sequences=True, return_state=True, dtype="float64", **options)
     x, states = data(case, dtype="float64")
     layer.build(x.shape)
     step = oracle(case, randomize(layer))
@@ -163,8 +161,11 @@ def test_stabilizer_is_invisible(case):
     else:
         step = functools.partial(reference.mlstm_step_unstabilized, **arguments)
         step = functools.partial(step, kernel=weights[0])
-        true_states = (states[0], states[1] * np.repeat(scale, d * d, -1),
-                       states[2] * np.repeat(scale, d, -1))
+        true_states = (
+            states[0],
+            states[1] * np.repeat(scale, d * d, -1),
+            states[2] * np.repeat(scale, d, -1),
+        )
         final_scale = np.exp(final[3])
     expected, expected_final = reference.run(step, x, true_states, bias=weights[-1])
     np.testing.assert_allclose(outputs, expected, rtol=1e-8, atol=1e-10)
@@ -258,10 +259,16 @@ PARALLEL_SCENARIOS = {
     "masked": {"return_sequences": True, "return_state": True, "mask": True},
     "masked-last": {"return_state": True, "mask": True},
     "masked-zero-output": {
-        "return_sequences": True, "return_state": True, "mask": True, "zero_output_for_mask": True
+        "return_sequences": True,
+        "return_state": True,
+        "mask": True,
+        "zero_output_for_mask": True,
     },
     "backwards-masked": {
-        "return_sequences": True, "return_state": True, "mask": True, "go_backwards": True
+        "return_sequences": True,
+        "return_state": True,
+        "mask": True,
+        "go_backwards": True,
     },
     "dropout-training": {"return_sequences": True, "dropout": 0.4, "seed": 3, "training": True},
 }
@@ -332,8 +339,10 @@ def test_ten_thousand_steps_of_large_inputs_stay_finite(case):
     time = 10_000
     x, _ = data(case, batch=2, time=time, features=3, scale=30.0)
     options = {"return_sequences": True, "return_state": True}
-    layer = make_layer(case, parallel=False, **options) if case.startswith("m") else make_layer(
-        case, **options
+    layer = (
+        make_layer(case, parallel=False, **options)
+        if case.startswith("m")
+        else make_layer(case, **options)
     )
     layer.build(x.shape)
     weights = randomize(layer)
@@ -375,8 +384,12 @@ def test_slstm_equals_official_vanilla_slstm(num_heads):
 
     d = UNITS // num_heads
     config = sLSTMCellConfig(
-        hidden_size=UNITS, num_heads=num_heads, backend="vanilla", dtype="float32",
-        enable_automatic_mixed_precision=False, output_shape="BSH",
+        hidden_size=UNITS,
+        num_heads=num_heads,
+        backend="vanilla",
+        dtype="float32",
+        enable_automatic_mixed_precision=False,
+        output_shape="BSH",
     )
     official = sLSTMCell(config)
     layer = klv.SLSTM(UNITS, num_heads=num_heads, return_sequences=True, return_state=True)
@@ -428,8 +441,9 @@ def test_mlstm_equals_official_functions(case):
 
     # parallel, from the zero state
     ours = np.asarray(layer(x)[0])
-    h_tilde = parallel_stabilized_simple(by_head(q), by_head(k), by_head(v), gate(i_tilde),
-                                         gate(f_tilde), eps=0.0)
+    h_tilde = parallel_stabilized_simple(
+        by_head(q), by_head(k), by_head(v), gate(i_tilde), gate(f_tilde), eps=0.0
+    )
     theirs = h_tilde.numpy().transpose(0, 2, 1, 3).reshape(BATCH, TIME, UNITS) * o
     np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
     # recurrent, from our non-zero state
@@ -440,8 +454,13 @@ def test_mlstm_equals_official_functions(case):
     outputs = []
     for t in range(TIME):
         h_tilde, (C, n, m) = recurrent_step_stabilized_simple(
-            C, n, m, *(by_head(a[:, t : t + 1]) for a in (q, k, v)),
-            gate(i_tilde[:, t : t + 1]), gate(f_tilde[:, t : t + 1]), eps=0.0,
+            C,
+            n,
+            m,
+            *(by_head(a[:, t : t + 1]) for a in (q, k, v)),
+            gate(i_tilde[:, t : t + 1]),
+            gate(f_tilde[:, t : t + 1]),
+            eps=0.0,
         )
         outputs.append(h_tilde.numpy().reshape(BATCH, UNITS) * o[:, t])
     ours, _, C_T, n_T, m_T = (np.asarray(r) for r in layer(x, initial_state=states))
@@ -613,8 +632,10 @@ def test_gate_statistics_log_the_stabilized_gates(tmp_path):
     events = event_accumulator.EventAccumulator(str(tmp_path / "gates"), {"tensors": 0})
     events.Reload()
     tags = set(events.Tags()["tensors"])
-    for layer, gates in (("s", ("input", "forget", "candidate", "output")),
-                         ("m", ("input", "forget", "output"))):
+    for layer, gates in (
+        ("s", ("input", "forget", "candidate", "output")),
+        ("m", ("input", "forget", "output")),
+    ):
         for gate in gates:
             assert f"gates/{layer}/{gate}/right_saturated" in tags
     assert "write outweighs" in klv.gates.describe(model.layers[1].cell, "input", "right_saturated")

@@ -9,15 +9,15 @@ from .minimal import MinGRUCell, MinLSTMCell
 from .xlstm import MLSTMCell, SLSTMCell
 
 __all__ = [
-    "RecurrentCell",
-    "LSTMCell",
-    "PeepholeLSTMCell",
-    "CIFGLSTMCell",
-    "GreffLSTMCell",
     "GREFF_VARIANTS",
+    "CIFGLSTMCell",
     "GRUCell",
-    "SLSTMCell",
+    "GreffLSTMCell",
+    "LSTMCell",
     "MLSTMCell",
     "MinGRUCell",
     "MinLSTMCell",
+    "PeepholeLSTMCell",
+    "RecurrentCell",
+    "SLSTMCell",
 ]

@@ -73,8 +73,10 @@ def _range_text(bounds):
     if low is None and high is None:
         return "unbounded: colours span the observed values"
     if low is None or high is None:
-        return f"range ({'-inf' if low is None else f'{low:g}'}, "\
+        return (
+            f"range ({'-inf' if low is None else f'{low:g}'}, "
             f"{'inf' if high is None else f'{high:g}'}): colours span the observed values"
+        )
     return f"range {low:g} to {high:g}"
 
 
@@ -95,8 +97,14 @@ def _axes(figure, left, top, width, height):
     drawing time) keeps every picture the same, and fast.
     """
     total_width, total_height = figure.bbox.width, figure.bbox.height
-    return figure.add_axes((left / total_width, 1 - (top + height) / total_height,
-                            width / total_width, height / total_height))
+    return figure.add_axes(
+        (
+            left / total_width,
+            1 - (top + height) / total_height,
+            width / total_width,
+            height / total_height,
+        )
+    )
 
 
 def render(figure):
@@ -141,10 +149,16 @@ def heatmap_figure(trace, ranges, sequence=0, title=None, figure=None):
         masked = np.isnan(values).all(axis=1)
         edges = np.flatnonzero(np.diff(np.concatenate([[0], masked.astype(int), [0]])))
         for start, stop in zip(edges[::2], edges[1::2], strict=True):  # runs of masked steps
-            spans.append(image.axes.axvspan(
-                start - 0.5, stop - 0.5, facecolor="none", edgecolor="white", hatch="///",
-                linewidth=0,  # hatched: masked, even in grey print
-            ))
+            spans.append(
+                image.axes.axvspan(
+                    start - 0.5,
+                    stop - 0.5,
+                    facecolor="none",
+                    edgecolor="white",
+                    hatch="///",
+                    linewidth=0,  # hatched: masked, even in grey print
+                )
+            )
     heading = f"{title}: " if title else ""
     heading += f"sequence {sequence}"
     if masked.any():
@@ -166,11 +180,16 @@ def _heatmap_frame(gates, shape, title):
     colormap = matplotlib.colormaps["viridis"].with_extremes(bad=np.array(MASKED_COLOR) / 255)
     parts = {"images": [], "bars": [], "spans": []}
     for k, gate in enumerate(gates):
-        ax = _axes(figure, left, top + k * HEATMAP_PANEL + 18, width - left - right,
-                   HEATMAP_PANEL - 24)
+        ax = _axes(
+            figure, left, top + k * HEATMAP_PANEL + 18, width - left - right, HEATMAP_PANEL - 24
+        )
         image = ax.imshow(
-            np.zeros((units, time)), aspect="auto", interpolation="antialiased",
-            origin="lower", cmap=colormap, extent=(-0.5, time - 0.5, -0.5, units - 0.5),
+            np.zeros((units, time)),
+            aspect="auto",
+            interpolation="antialiased",
+            origin="lower",
+            cmap=colormap,
+            extent=(-0.5, time - 0.5, -0.5, units - 0.5),
         )
         ax.set_title(gate, loc="left", fontsize=TITLE, fontweight="bold", pad=2)
         ax.set_ylabel("unit", fontsize=LABEL, labelpad=1)
@@ -178,8 +197,9 @@ def _heatmap_frame(gates, shape, title):
         ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
         ax.tick_params(labelsize=TICK, length=2, pad=1, labelbottom=k == len(gates) - 1)
         position = ax.get_position()
-        bar_axes = figure.add_axes((position.x1 + 6 / width, position.y0, 9 / width,
-                                    position.height))
+        bar_axes = figure.add_axes(
+            (position.x1 + 6 / width, position.y0, 9 / width, position.height)
+        )
         bar = figure.colorbar(image, cax=bar_axes)
         bar.ax.tick_params(labelsize=TICK, length=2, pad=1)
         parts["images"].append(image)
@@ -219,10 +239,18 @@ def saturation_figure(left, right, gate, thresholds, title=None, corners=None, f
     ax = parts["dots"].axes
     for (x, y), n in zip(where, count, strict=True):
         if n > 1:
-            parts["counts"].append(ax.annotate(
-                f"{n}", (x, y), xytext=(5, 3), textcoords="offset points", fontsize=TICK,
-                color="0.2", annotation_clip=False, zorder=4,
-            ))
+            parts["counts"].append(
+                ax.annotate(
+                    f"{n}",
+                    (x, y),
+                    xytext=(5, 3),
+                    textcoords="offset points",
+                    fontsize=TICK,
+                    color="0.2",
+                    annotation_clip=False,
+                    zorder=4,
+                )
+            )
     heading = f"{title}: " if title else ""
     ax.set_title(f"{heading}{gate} (n = {int(keep.sum())} units)", fontsize=TITLE, pad=3)
     return figure
@@ -234,14 +262,41 @@ def _saturation_frame(gate, thresholds, corners):
     side = SCATTER_SIZE - 60
     ax = _axes(figure, 48, 22, side, side)
     ax.plot([0, 1], [1, 0], color="0.6", linestyle="--", linewidth=1, zorder=1)
-    dots = ax.scatter(np.zeros(0), np.zeros(0), color=np.array(DOT_COLOR) / 255, alpha=0.5,
-                      edgecolors="none", clip_on=False, zorder=3)
+    dots = ax.scatter(
+        np.zeros(0),
+        np.zeros(0),
+        color=np.array(DOT_COLOR) / 255,
+        alpha=0.5,
+        edgecolors="none",
+        clip_on=False,
+        zorder=3,
+    )
     if corners:  # what the two saturated corners mean, over the diagonal, under the dots
         box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}
-        ax.text(0.98, 0.02, corners[0], ha="right", va="bottom", fontsize=TICK, color="0.35",
-                transform=ax.transAxes, bbox=box, zorder=2)
-        ax.text(0.02, 0.98, corners[1], ha="left", va="top", fontsize=TICK, color="0.35",
-                transform=ax.transAxes, bbox=box, zorder=2)
+        ax.text(
+            0.98,
+            0.02,
+            corners[0],
+            ha="right",
+            va="bottom",
+            fontsize=TICK,
+            color="0.35",
+            transform=ax.transAxes,
+            bbox=box,
+            zorder=2,
+        )
+        ax.text(
+            0.02,
+            0.98,
+            corners[1],
+            ha="left",
+            va="top",
+            fontsize=TICK,
+            color="0.35",
+            transform=ax.transAxes,
+            bbox=box,
+            zorder=2,
+        )
     margin = 0.06  # dots on 0 and 1 stay whole, off the frame
     ax.set_xlim(-margin, 1 + margin)
     ax.set_ylim(-margin, 1 + margin)
@@ -259,8 +314,15 @@ def _saturation_frame(gate, thresholds, corners):
 #: Viridis at 9 evenly spaced points (matplotlib's table), interpolated to 256 colours.
 _VIRIDIS = np.array(
     [
-        [68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
-        [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37],
+        [68, 1, 84],
+        [71, 44, 122],
+        [59, 81, 139],
+        [44, 113, 142],
+        [33, 144, 141],
+        [39, 173, 129],
+        [92, 200, 99],
+        [170, 220, 50],
+        [253, 231, 37],
     ],
     dtype=np.float64,
 )
@@ -344,6 +406,7 @@ def saturation_image(left, right, gate, thresholds, title=None, corners=None, fi
     if not matplotlib_available():
         return saturation_plot(left, right)
     figures = {} if figures is None else figures
-    figures["saturation"] = saturation_figure(left, right, gate, thresholds, title, corners,
-                                              figures.get("saturation"))
+    figures["saturation"] = saturation_figure(
+        left, right, gate, thresholds, title, corners, figures.get("saturation")
+    )
     return render(figures["saturation"])

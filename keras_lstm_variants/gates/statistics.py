@@ -49,8 +49,7 @@ GATE_MEANINGS = {
         "erases memory",
         "A forget gate here erases its cell at every step (c_t ~ i_t g_t): no memory.",
         "keeps memory",
-        "A forget gate here keeps its cell (c_t ~ c_{t-1} + ...): an integrator, long-term "
-        "memory.",
+        "A forget gate here keeps its cell (c_t ~ c_{t-1} + ...): an integrator, long-term memory.",
     ),
     "output": (
         "hides its cell",
@@ -133,8 +132,12 @@ def meaning(cell, gate):
         return tuple(own[gate])
     return GATE_MEANINGS.get(
         gate,
-        ("low", f"The {gate} gate is near the bottom of its range here.",
-         "high", f"The {gate} gate is near the top of its range here."),
+        (
+            "low",
+            f"The {gate} gate is near the bottom of its range here.",
+            "high",
+            f"The {gate} gate is near the top of its range here.",
+        ),
     )
 
 
@@ -308,15 +311,16 @@ class GateStatistics(keras.callbacks.Callback):
     >>> model.fit(x, y, epochs=10, callbacks=[callback])         # doctest: +SKIP
     """
 
-    def __init__(self, log_dir, data, every_n_epochs=1, mask=None, probe_index=0,
-                 layer_path=None):
+    def __init__(self, log_dir, data, every_n_epochs=1, mask=None, probe_index=0, layer_path=None):
         super().__init__()
         self._tf = require_tensorflow()
         self.log_dir = _writable_directory(self._tf, log_dir)
         self.every_n_epochs = _check_positive("every_n_epochs", every_n_epochs)
         batch = _check_probe(data)
-        if isinstance(probe_index, bool) or not isinstance(probe_index, numbers.Integral) or not (
-            0 <= probe_index < batch
+        if (
+            isinstance(probe_index, bool)
+            or not isinstance(probe_index, numbers.Integral)
+            or not (0 <= probe_index < batch)
         ):
             raise ValueError(
                 f"Argument `probe_index` must be an integer in [0, {batch}); "
@@ -330,10 +334,17 @@ class GateStatistics(keras.callbacks.Callback):
                     f"Argument `mask` masks every step of sequence probe_index="
                     f"{self.probe_index}: its heatmap would show nothing."
                 )
-        if not (layer_path is None or (isinstance(layer_path, str) and layer_path.strip("/"))
-                or (isinstance(layer_path, dict) and all(
+        if not (
+            layer_path is None
+            or (isinstance(layer_path, str) and layer_path.strip("/"))
+            or (
+                isinstance(layer_path, dict)
+                and all(
                     isinstance(k, str) and isinstance(v, str) and v.strip("/")
-                    for k, v in layer_path.items()))):
+                    for k, v in layer_path.items()
+                )
+            )
+        ):
             raise ValueError(
                 "Argument `layer_path` must be None, a non-empty name, or a dict of layer "
                 f"paths to names; received layer_path={layer_path!r}."
@@ -369,8 +380,11 @@ class GateStatistics(keras.callbacks.Callback):
                     return "/".join([mapping[prefix].strip("/"), *parts[k:]])
             return path
 
-        unknown = [key for key in mapping if not any(
-            path == key or path.startswith(key + "/") for path in paths)]
+        unknown = [
+            key
+            for key in mapping
+            if not any(path == key or path.startswith(key + "/") for path in paths)
+        ]
         if unknown:
             raise ValueError(
                 f"Argument `layer_path` renames {unknown}, which the model does not have; its "
@@ -378,9 +392,7 @@ class GateStatistics(keras.callbacks.Callback):
             )
         tags = {path: rename(path) for path in paths}
         if len(set(tags.values())) != len(tags):
-            raise ValueError(
-                f"Argument `layer_path` gives two layers one tag path: {tags}."
-            )
+            raise ValueError(f"Argument `layer_path` gives two layers one tag path: {tags}.")
         return tags
 
     # ---------------------------------------------------------------- callbacks
@@ -414,8 +426,9 @@ class GateStatistics(keras.callbacks.Callback):
         ranges = {gate: gate_range(cell, gate) for gate in trace.gate_names}
         for gate in trace.gate_names:
             values, tag = trace[gate], f"gates/{layer}/{gate}"
-            tf.summary.scalar(f"{tag}/mean", np.nanmean(values),
-                              description=describe(cell, gate, "mean"))
+            tf.summary.scalar(
+                f"{tag}/mean", np.nanmean(values), description=describe(cell, gate, "mean")
+            )
             finite = values[~np.isnan(values)]
             tf.summary.histogram(tag, finite, description=describe(cell, gate, "histogram"))
             limits = thresholds(ranges[gate])
@@ -427,21 +440,35 @@ class GateStatistics(keras.callbacks.Callback):
             unit_left, unit_right = saturation(values, gate, axis=(0, 1), bounds=ranges[gate])
             short_left, _, short_right, _ = meaning(cell, gate)
             image = pictures.saturation_image(
-                unit_left, unit_right, gate, limits, title=layer,
+                unit_left,
+                unit_right,
+                gate,
+                limits,
+                title=layer,
                 corners=(short_left, short_right),
                 figures=self._figures.setdefault(f"{tag}/saturation", {}),
             )
-            tf.summary.image(f"{tag}/saturation", image[None],
-                             description=describe(cell, gate, "saturation"))
+            tf.summary.image(
+                f"{tag}/saturation", image[None], description=describe(cell, gate, "saturation")
+            )
         for state in trace.state_names:
             finite = trace[state][~np.isnan(trace[state])]
-            tf.summary.histogram(f"gates/{layer}/{state}", finite,
-                                 description=_describe_state(cell, state))
+            tf.summary.histogram(
+                f"gates/{layer}/{state}", finite, description=_describe_state(cell, state)
+            )
         gates = {gate: trace[gate] for gate in trace.gate_names}
-        image = pictures.heatmap_image(gates, ranges, self.probe_index, title=layer,
-                                       figures=self._figures.setdefault(f"gates/{layer}", {}))
-        tf.summary.image(f"gates/{layer}/heatmap", image[None],
-                         description=_describe_heatmap(trace, ranges, self.probe_index))
+        image = pictures.heatmap_image(
+            gates,
+            ranges,
+            self.probe_index,
+            title=layer,
+            figures=self._figures.setdefault(f"gates/{layer}", {}),
+        )
+        tf.summary.image(
+            f"gates/{layer}/heatmap",
+            image[None],
+            description=_describe_heatmap(trace, ranges, self.probe_index),
+        )
 
 
 __all__ = ["GateStatistics", "describe", "gate_range", "saturation"]
