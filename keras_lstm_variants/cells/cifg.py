@@ -30,7 +30,7 @@ class CIFGLSTMCell(PeepholeLSTMCell):
     are :class:`~keras_lstm_variants.LSTMCell`'s (the norms are ``(3 * units,)`` here).
 
     >>> import keras, keras_lstm_variants as klv
-    >>> keras.layers.RNN(klv.CIFGLSTMCell(8))(keras.random.normal((2, 5, 3))).shape
+    >>> tuple(keras.layers.RNN(klv.CIFGLSTMCell(8))(keras.random.normal((2, 5, 3))).shape)
     (2, 8)
     """
 

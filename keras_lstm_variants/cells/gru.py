@@ -57,10 +57,10 @@ class GRUCell(RecurrentCell):
     cell state and its h is its gate's interpolation): passing them raises, naming them.
 
     >>> import keras, keras_lstm_variants as klv
-    >>> keras.layers.RNN(klv.GRUCell(8))(keras.random.normal((2, 5, 3))).shape
+    >>> tuple(keras.layers.RNN(klv.GRUCell(8))(keras.random.normal((2, 5, 3))).shape)
     (2, 8)
-    >>> keras.layers.RNN(klv.GRUCell(8, layer_norm=True, zoneout=0.1))(
-    ...     keras.random.normal((2, 5, 3))).shape
+    >>> layer = keras.layers.RNN(klv.GRUCell(8, layer_norm=True, zoneout=0.1))
+    >>> tuple(layer(keras.random.normal((2, 5, 3))).shape)
     (2, 8)
     """
 

@@ -73,10 +73,10 @@ class LSTMCell(RecurrentCell):
 
     >>> import keras, keras_lstm_variants as klv
     >>> layer = keras.layers.RNN(klv.LSTMCell(8))
-    >>> layer(keras.random.normal((2, 5, 3))).shape
+    >>> tuple(layer(keras.random.normal((2, 5, 3))).shape)
     (2, 8)
     >>> cell = klv.LSTMCell(8, proj_units=4, layer_norm=True, cell_clip=10.0, zoneout=0.1)
-    >>> keras.layers.RNN(cell)(keras.random.normal((2, 5, 3))).shape
+    >>> tuple(keras.layers.RNN(cell)(keras.random.normal((2, 5, 3))).shape)
     (2, 4)
     """
 
@@ -295,13 +295,13 @@ class PeepholeLSTMCell(LSTMCell):
             LSTM. The weights are LSTMCell's followed by one ``(units,)`` vector per enabled
             gate, in the order input, forget, output.
         peephole_initializer, peephole_regularizer, peephole_constraint: for those vectors.
-        Everything else as :class:`LSTMCell`, its options (``layer_norm``, ``proj_units``,
-        ``proj_clip``, ``cell_clip``, ``zoneout``) included; their weights follow the
-        peephole vectors.
+        **kwargs: as :class:`LSTMCell`, its options (``layer_norm``, ``proj_units``,
+            ``proj_clip``, ``cell_clip``, ``zoneout``) included; their weights follow the
+            peephole vectors.
 
     >>> import keras, keras_lstm_variants as klv
     >>> cell = klv.PeepholeLSTMCell(8, peepholes=("forget", "output"))
-    >>> keras.layers.RNN(cell)(keras.random.normal((2, 5, 3))).shape
+    >>> tuple(keras.layers.RNN(cell)(keras.random.normal((2, 5, 3))).shape)
     (2, 8)
     """
 

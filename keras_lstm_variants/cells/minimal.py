@@ -299,7 +299,7 @@ class MinGRUCell(MinimalCell):
         seed: as ``keras.layers.GRUCell``.
 
     >>> import keras, keras_lstm_variants as klv
-    >>> keras.layers.RNN(klv.MinGRUCell(8))(keras.random.normal((2, 5, 3))).shape
+    >>> tuple(keras.layers.RNN(klv.MinGRUCell(8))(keras.random.normal((2, 5, 3))).shape)
     (2, 8)
     """
 
@@ -354,7 +354,7 @@ class MinLSTMCell(MinimalCell):
     Args: as :class:`MinGRUCell`.
 
     >>> import keras, keras_lstm_variants as klv
-    >>> keras.layers.RNN(klv.MinLSTMCell(8))(keras.random.normal((2, 5, 3))).shape
+    >>> tuple(keras.layers.RNN(klv.MinLSTMCell(8))(keras.random.normal((2, 5, 3))).shape)
     (2, 8)
     """
 

@@ -190,7 +190,7 @@ class SLSTMCell(_ExponentialGating):
 
     >>> import keras, keras_lstm_variants as klv
     >>> layer = keras.layers.RNN(klv.SLSTMCell(8, num_heads=2))
-    >>> layer(keras.random.normal((2, 5, 3))).shape
+    >>> tuple(layer(keras.random.normal((2, 5, 3))).shape)
     (2, 8)
     """
 
@@ -284,7 +284,7 @@ class MLSTMCell(_ExponentialGating):
 
     >>> import keras, keras_lstm_variants as klv
     >>> layer = keras.layers.RNN(klv.MLSTMCell(8, num_heads=2))
-    >>> layer(keras.random.normal((2, 5, 3))).shape
+    >>> tuple(layer(keras.random.normal((2, 5, 3))).shape)
     (2, 8)
     """
 
