@@ -116,6 +116,7 @@ def test_quick_logs_overlay_the_variants_on_one_tag_per_gate(quick_run):
             assert not (runs / compare.BASELINE / "gates").exists()  # SimpleRNN has no gates
 
 
+@pytest.mark.tensorflow_only("compare exports SavedModels on the TensorFlow backend only")
 def test_quick_exports_the_longest_length_and_it_reproduces_the_score(quick_run):
     import tensorflow as tf
 
