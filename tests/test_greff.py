@@ -260,6 +260,7 @@ def _central_differences(evaluate, arrays, eps=1e-6):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.float64_finite_differences
 def test_gradients_match_central_differences_of_the_oracle(variant):
     """Autodiff (float64) of a random probe of every output and final state, with respect to
     the inputs, the initial states and every weight, equals central differences of the same

@@ -259,6 +259,7 @@ def gradient_case(cell, x, states):
 
 
 @pytest.mark.parametrize("kind", ["peephole"])
+@pytest.mark.float64_finite_differences
 def test_gradients_match_finite_differences(kind):
     """Every option at once (zoneout at inference, where the step is deterministic)."""
     options = OPTIONS["all"]
@@ -267,6 +268,7 @@ def test_gradients_match_finite_differences(kind):
     gradient_case(cell, x[..., :2], states)
 
 
+@pytest.mark.float64_finite_differences
 def test_gru_gradients_match_finite_differences():
     cell = klv.GRUCell(UNITS, layer_norm=True, zoneout=0.3, dtype="float64")
     x, (h, _) = make_data({}, batch=3, time=5, dtype="float64")
