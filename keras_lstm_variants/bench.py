@@ -442,6 +442,23 @@ def target(model, shape):
     return rng.standard_normal((shape.batch, *model.output_shape[1:]), dtype=np.float32)
 
 
+def first_calls(kind, jit, model, shape, x):
+    """``(entry, model, y)`` for the timing loop: the record of one model (Keras or the torch
+    anchor), with its first training and inference calls (tracing, compilation) timed."""
+    y = target(model, shape)
+    entry = {
+        "model": kind,
+        "jit_compile": jit,
+        "shape": asdict(shape),
+        "forward_flops": shape.time * step_flops(model, shape.batch),
+        "train": [],
+        "predict": [],
+    }
+    entry["first_train_s"] = timed(model.train_on_batch, x, y)
+    entry["first_predict_s"] = timed(model.predict_on_batch, x)
+    return entry, model, y
+
+
 def bench_shape(shape, variants, jit_modes, repeats, peak, anchors=()):
     """Time every (model, jit) pair at ``shape``, and the torch anchors, interleaved; return
     one record per pair."""
@@ -452,35 +469,11 @@ def bench_shape(shape, variants, jit_modes, repeats, peak, anchors=()):
     for kind in kinds:
         for jit in jit_modes:
             progress(f"{shape}: {kind} jit_compile={jit}: build, first calls")
-            model = build_model(kind, shape, jit)
-            y = target(model, shape)
-            entry = {
-                "model": kind,
-                "jit_compile": jit,
-                "shape": asdict(shape),
-                "forward_flops": shape.time * step_flops(model, shape.batch),
-                "train": [],
-                "predict": [],
-            }
-            entry["first_train_s"] = timed(model.train_on_batch, x, y)
-            entry["first_predict_s"] = timed(model.predict_on_batch, x)
-            entries.append((entry, model, y))
+            entries.append(first_calls(kind, jit, build_model(kind, shape, jit), shape, x))
     if "torch" in anchors:
         for kind in sorted({ANCHORS[stock_of(spec)] for spec in variants}):
             progress(f"{shape}: {kind}: build, first calls")
-            model = TorchAnchor(kind, shape)
-            y = target(model, shape)
-            entry = {
-                "model": kind,
-                "jit_compile": None,
-                "shape": asdict(shape),
-                "forward_flops": shape.time * step_flops(model, shape.batch),
-                "train": [],
-                "predict": [],
-            }
-            entry["first_train_s"] = timed(model.train_on_batch, x, y)
-            entry["first_predict_s"] = timed(model.predict_on_batch, x)
-            entries.append((entry, model, y))
+            entries.append(first_calls(kind, None, TorchAnchor(kind, shape), shape, x))
     for repeat in range(repeats):
         progress(f"{shape}: repeat {repeat + 1}/{repeats} over {len(entries)} models")
         for entry, model, y in entries:
