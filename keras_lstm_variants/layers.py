@@ -52,10 +52,29 @@ class _LSTMOptions:
     zoneout = _from_cell("zoneout")
 
 
+def _take_kernel_choice(layer, kwargs):
+    """Take ``keras.layers.LSTM``/``GRU``'s kernel choices out of ``kwargs``, so a drop-in
+    accepts the stock layer's arguments: ``implementation`` (1 or 2: the same equations either
+    way) and ``use_cudnn`` ("auto" or False; these layers never use the cuDNN kernel)."""
+    kind = type(layer).__name__
+    implementation = kwargs.pop("implementation", 2)
+    if implementation not in (1, 2):
+        raise ValueError(f"{kind}: `implementation` must be 1 or 2; received {implementation!r}.")
+    use_cudnn = kwargs.pop("use_cudnn", "auto")
+    if use_cudnn not in ("auto", False):
+        raise ValueError(
+            f"{kind}: `use_cudnn` must be 'auto' or False; received {use_cudnn!r}. This layer "
+            "never uses the cuDNN kernel (it runs under XLA and its exports run on any device); "
+            f"for cuDNN use keras.layers.{kind}."
+        )
+
+
 class VariantRNN(layers.RNN):
     """Base of the sequence layers: builds ``cell_class`` from the arguments, runs the fast path."""
 
     cell_class = None
+    #: True for the drop-ins for ``keras.layers.LSTM``/``GRU``, which take their kernel choices.
+    drop_in = False
 
     def __init__(
         self,
@@ -67,6 +86,8 @@ class VariantRNN(layers.RNN):
         unroll=False,
         **kwargs,
     ):
+        if self.drop_in:
+            _take_kernel_choice(self, kwargs)
         # The options are passed on even to cells without them, which then say so by name.
         accepted = _cell_arguments(self.cell_class) | set(LSTM_OPTIONS)
         cell_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in accepted}
@@ -211,6 +232,7 @@ class LSTM(_LSTMOptions, VariantRNN):
         + _LAYER_ARGS.format(cell="LSTMCell")
     )
     cell_class = LSTMCell
+    drop_in = True
     unit_forget_bias = _from_cell("unit_forget_bias")
 
 
@@ -258,6 +280,7 @@ class GRU(VariantRNN):
         + _LAYER_ARGS.format(cell="GRUCell")
     )
     cell_class = GRUCell
+    drop_in = True
     reset_after = _from_cell("reset_after")
     layer_norm = _from_cell("layer_norm")
     norm_epsilon = _from_cell("norm_epsilon")
