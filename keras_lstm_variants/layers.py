@@ -122,6 +122,11 @@ class VariantRNN(layers.RNN):
                 f"{type(self).__name__} '{self.name}' expects `inputs` shaped "
                 f"(batch, time, features); received shape {tuple(shape)}."
             )
+        if shape[1] == 0:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' needs at least one time step in `inputs`; "
+                f"received shape {tuple(shape)}."
+            )
         if self.cell.built:
             self.cell.check_features(shape)
 
@@ -160,11 +165,27 @@ class VariantRNN(layers.RNN):
                     f"(batch={batch}, {size}); received shape {shape}."
                 )
 
+    def _check_mask(self, sequences_shape, mask):
+        mask = mask[0] if isinstance(mask, (list, tuple)) else mask  # the sequences' mask first
+        if mask is None:
+            return
+        shape, expected = tuple(mask.shape), tuple(sequences_shape[:2])
+        if len(shape) != 2 or any(
+            None not in (got, want) and got != want
+            for got, want in zip(shape, expected, strict=True)
+        ):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': `mask` must have shape (batch, time) = "
+                f"{expected}; received shape {shape}."
+            )
+
     def call(self, sequences, initial_state=None, mask=None, training=False):
         self._check_inputs(sequences.shape)
         if initial_state is not None:
             states = initial_state if isinstance(initial_state, (list, tuple)) else [initial_state]
             self._check_initial_state(sequences.shape, [state.shape for state in states])
+        if mask is not None:
+            self._check_mask(sequences.shape, mask)
         return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
