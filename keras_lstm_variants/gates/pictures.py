@@ -273,30 +273,21 @@ def _saturation_frame(gate, thresholds, corners):
     )
     if corners:  # what the two saturated corners mean, over the diagonal, under the dots
         box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}
-        ax.text(
-            0.98,
-            0.02,
-            corners[0],
-            ha="right",
-            va="bottom",
-            fontsize=TICK,
-            color="0.35",
-            transform=ax.transAxes,
-            bbox=box,
-            zorder=2,
-        )
-        ax.text(
-            0.02,
-            0.98,
-            corners[1],
-            ha="left",
-            va="top",
-            fontsize=TICK,
-            color="0.35",
-            transform=ax.transAxes,
-            bbox=box,
-            zorder=2,
-        )
+        for (x, y, ha, va), text in zip(
+            [(0.98, 0.02, "right", "bottom"), (0.02, 0.98, "left", "top")], corners, strict=True
+        ):
+            ax.text(
+                x,
+                y,
+                text,
+                ha=ha,
+                va=va,
+                fontsize=TICK,
+                color="0.35",
+                transform=ax.transAxes,
+                bbox=box,
+                zorder=2,
+            )
     margin = 0.06  # dots on 0 and 1 stay whole, off the frame
     ax.set_xlim(-margin, 1 + margin)
     ax.set_ylim(-margin, 1 + margin)
