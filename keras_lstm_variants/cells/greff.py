@@ -263,7 +263,7 @@ class GreffLSTMCell(PeepholeLSTMCell):
         i = self.gate(a, "input", c_prev)  # NIG: None (i = 1)
         f = 1 - i if self.variant == "CIFG" else self.gate(a, "forget", c_prev)  # NFG: None
         g = a["candidate"] if self.variant == "NIAF" else self.activation(a["candidate"])
-        c = self.cell_update(_times(f, c_prev) + _times(i, g), c_prev, training)
+        c = self.cell_update(ops.add(_times(f, c_prev), _times(i, g)), c_prev, training)
         o = self.gate(a, "output", c)  # NOG: None (o = 1)
         h = self.hidden(1 if o is None else o, c, h_prev, training, squash=self.variant != "NOAF")
         gates = {"input": i, "forget": f, "candidate": g, "output": o}
