@@ -125,7 +125,7 @@ def zone_out(new, previous, rate, training, cell, keep=None):
     if rate == 0.0:
         return new
     if not training:
-        return rate * previous + (1.0 - rate) * new
+        return ops.add(rate * previous, (1.0 - rate) * new)  # `previous` may be NumPy
     if keep is None:
         if keras.backend.backend() == "jax":
             # JAX's scan traces the step once: a mask drawn here would repeat at every step.
