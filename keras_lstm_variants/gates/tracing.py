@@ -209,7 +209,8 @@ def _tracing(layers, extra_mask=None):
                         f"Argument `mask` has {extra_mask.shape[1]} time steps but layer "
                         f"{path!r} receives sequences of {sequences.shape[1]} steps."
                     )
-                mask = extra_mask if mask is None else keras.ops.logical_and(mask, extra_mask)
+                extra = keras.ops.convert_to_tensor(extra_mask)  # torch's loop takes no NumPy
+                mask = extra if mask is None else keras.ops.logical_and(mask, extra)
             if not in_symbolic_scope():  # not the placeholder pass that builds a model
                 traces[id(rnn)].append(_trace_rnn(rnn, sequences, initial_state, mask))
             return original(sequences, initial_state, mask, training=training)
