@@ -5,6 +5,7 @@ import functools
 
 import keras
 import numpy as np
+import pytest
 import reference
 
 import keras_lstm_variants as klv
@@ -118,20 +119,29 @@ def float64():
         jax.config.update("jax_enable_x64", previous)
 
 
-def gradients(layer, loss, arrays):
+def gradients(layer, loss, arrays, jit_compile=False, has_aux=False):
     """Autodiff gradients of ``loss(*arrays)``, a scalar computed by calling ``layer``, with
     respect to ``arrays`` and then ``layer.trainable_weights``, on the current Keras backend
-    (``tf.GradientTape``, ``jax.grad`` over a stateless call, or ``torch.autograd``)."""
+    (``tf.GradientTape``, ``jax.grad`` over a stateless call, or ``torch.autograd``). A
+    gradient with no path to the loss is zeros. ``jit_compile``: compiled by XLA
+    (``tf.function(jit_compile=True)``, ``jax.jit``; PyTorch has no XLA: the test skips).
+    ``has_aux``: ``loss`` returns ``(scalar, aux)``; returns ``(gradients, aux)``, aux as NumPy
+    arrays, from the same call."""
     backend = keras.backend.backend()
     variables = list(layer.trainable_weights)
     if backend == "tensorflow":
         import tensorflow as tf
 
-        tensors = [tf.constant(array) for array in arrays]
-        with tf.GradientTape() as tape:
-            tape.watch(tensors)
-            value = loss(*tensors)
-        grads = tape.gradient(value, tensors + variables)
+        def run(tensors):
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                value, aux = loss(*tensors) if has_aux else (loss(*tensors), None)
+            grads = tape.gradient(value, tensors + variables, unconnected_gradients="zero")
+            return grads, aux
+
+        if jit_compile:
+            run = tf.function(run, jit_compile=True)
+        grads, aux = run([tf.constant(array) for array in arrays])
     elif backend == "jax":
         import jax
 
@@ -139,15 +149,92 @@ def gradients(layer, loss, arrays):
             with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
                 return loss(*tensors)
 
+        grad = jax.grad(stateless_loss, argnums=(0, 1), has_aux=has_aux)
+        if jit_compile:
+            grad = jax.jit(grad)
         values = [variable.value for variable in variables]
-        by_array, by_weight = jax.grad(stateless_loss, argnums=(0, 1))(list(arrays), values)
+        result = grad([jax.numpy.asarray(array) for array in arrays], values)
+        (by_array, by_weight), aux = result if has_aux else (result, None)
         grads = [*by_array, *by_weight]
     elif backend == "torch":
         import torch
 
+        if jit_compile:
+            pytest.skip("PyTorch has no XLA (Keras's jit_compile there is torch.compile)")
         tensors = [torch.tensor(array, requires_grad=True) for array in arrays]
-        value = loss(*tensors)
-        grads = torch.autograd.grad(value, tensors + [variable.value for variable in variables])
+        value, aux = loss(*tensors) if has_aux else (loss(*tensors), None)
+        sources = tensors + [variable.value for variable in variables]
+        grads = torch.autograd.grad(value, sources, allow_unused=True)
+        grads = [
+            torch.zeros_like(s) if g is None else g for g, s in zip(grads, sources, strict=True)
+        ]
     else:
         raise NotImplementedError(f"gradients on the {backend} backend")
-    return [keras.ops.convert_to_numpy(grad) for grad in grads]
+    grads = [keras.ops.convert_to_numpy(grad) for grad in grads]
+    if has_aux:
+        return grads, keras.tree.map_structure(keras.ops.convert_to_numpy, aux)
+    return grads
+
+
+def run_with_gradients(layer, x, states, mask=None, training=False, seed=7):
+    """The results of ``layer(x, initial_state=states, mask=mask, training=training)`` and the
+    gradients of a random linear probe of all of them with respect to ``x``, the initial
+    states and every trainable weight (one call, on the current backend)."""
+    generator = np.random.default_rng(seed)
+    probes = []
+
+    def loss(x, *states):
+        results = layer(x, initial_state=list(states), mask=mask, training=training)
+        results = list(results) if isinstance(results, (list, tuple)) else [results]
+        while len(probes) < len(results):  # drawn once, on the first (or only) trace
+            probes.append(generator.normal(size=results[len(probes)].shape))
+        terms = [
+            keras.ops.sum(r * keras.ops.convert_to_tensor(p, r.dtype))
+            for r, p in zip(results, probes, strict=True)
+        ]
+        return sum(terms), results
+
+    grads, results = gradients(layer, loss, [x, *states], has_aux=True)
+    return results, grads
+
+
+def xla(function):
+    """``function`` compiled by XLA on the current backend (``tf.function(jit_compile=True)``
+    or ``jax.jit``); PyTorch has no XLA: the test skips."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, jit_compile=True)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    pytest.skip(f"the {backend} backend has no XLA (Keras's jit_compile there is torch.compile)")
+
+
+def float64_tolerance(rtol, atol=0.0):
+    """``assert_allclose`` tolerances for a float64 comparison: as given on TensorFlow; on the
+    other backends Keras computes float64 at float32 precision (``keras.ops`` results follow
+    ``keras.backend.result_type``, which maps float64 to float32 off TensorFlow: Keras's
+    ``dtypes.BIT64_TO_BIT32_DTYPE``; e.g. ``keras.ops.tanh`` of a float64 array is float32),
+    so the comparison is float32's, 1e-5."""
+    if keras.backend.backend() == "tensorflow":
+        return {"rtol": rtol, "atol": atol}
+    return {"rtol": max(rtol, 1e-5), "atol": max(atol, 1e-5)}
+
+
+def xla_training(layer, x, states, target, steps=3):
+    """A model of ``layer`` (inputs: ``x`` and the initial ``states``) compiled by Keras with
+    ``jit_compile=True`` (XLA on TensorFlow and JAX; PyTorch has no XLA: the test skips) and
+    mean squared error to ``target`` (Adam 0.01). Returns its compiled forward pass on ``x``
+    and the losses of ``steps`` compiled training steps."""
+    if keras.backend.backend() not in ("tensorflow", "jax"):
+        xla(None)  # skips
+    inputs = [keras.Input(x.shape[1:]), *(keras.Input(s.shape[1:]) for s in states)]
+    model = keras.Model(inputs, layer(inputs[0], initial_state=inputs[1:]))
+    model.compile(keras.optimizers.Adam(0.01), "mse", jit_compile=True)
+    compiled = keras.ops.convert_to_numpy(model.predict_on_batch([x, *states]))
+    target = np.broadcast_to(target, compiled.shape).astype(compiled.dtype)
+    losses = [float(model.train_on_batch([x, *states], target)) for _ in range(steps)]
+    return compiled, losses

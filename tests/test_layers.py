@@ -4,7 +4,6 @@ everywhere Keras layers go (wrappers, ``.keras`` files, configs, XLA, mixed prec
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from helpers import (
     BATCH,
     FEATURES,
@@ -16,6 +15,8 @@ from helpers import (
     make_layer,
     padding_mask,
     randomize,
+    run_with_gradients,
+    xla_training,
 )
 
 import keras_lstm_variants as klv
@@ -26,22 +27,6 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 def build(layer, x):
     layer.build(x.shape)
     return layer
-
-
-def run_with_gradients(layer, x, states, mask=None, training=False, seed=7):
-    """The layer's results and the gradients of a random linear probe of all of them with
-    respect to the inputs, the initial states and every trainable weight."""
-    if keras.backend.backend() != "tensorflow":  # results and gradients in one tape: to port
-        pytest.skip("gradients through tf.GradientTape (not yet ported to helpers.gradients)")
-    x = tf.constant(x)
-    states = [tf.constant(s) for s in states]
-    with tf.GradientTape() as tape:
-        tape.watch([x, *states])
-        results = layer(x, initial_state=states, mask=mask, training=training)
-        results = list(results) if isinstance(results, (list, tuple)) else [results]
-        generator = np.random.default_rng(seed)
-        loss = sum(tf.reduce_sum(r * generator.normal(size=r.shape)) for r in results)
-    return results, tape.gradient(loss, [x, *states, *layer.trainable_weights])
 
 
 def assert_same_run(ours, theirs, x, states, mask=None, training=False):
@@ -269,32 +254,15 @@ def test_config_round_trip(case):
 
 @pytest.mark.parametrize("case", VARIANT_CASES)
 def test_jit_compile_training(case):
-    """Training steps compiled by XLA run and change the weights; the XLA forward equals eager.
-
-    (``model.compile(jit_compile=True)`` wraps the same kind of step in
-    ``tf.function(jit_compile=True)``; compiling the step directly keeps this test fast.)
-    """
-    if keras.backend.backend() != "tensorflow":  # jit on JAX: tests/test_backends.py
-        pytest.skip("compiles the step with tf.function(jit_compile=True)")
+    """Training steps compiled by XLA (``model.compile(jit_compile=True)``) run and change the
+    weights; the XLA forward equals eager."""
     x, states = data(case)
     layer = build(make_layer(case, return_sequences=True), x)
     randomize(layer)
     before = [w.copy() for w in layer.get_weights()]
-    eager = layer(x, initial_state=states)
-    optimizer = keras.optimizers.Adam(0.01)
-    optimizer.build(layer.trainable_variables)
-
-    @tf.function(jit_compile=True)
-    def train_step(x, states):
-        with tf.GradientTape() as tape:
-            outputs = layer(x, initial_state=states, training=True)
-            loss = tf.reduce_mean(tf.square(outputs))
-        optimizer.apply(tape.gradient(loss, layer.trainable_variables), layer.trainable_variables)
-        return outputs, loss
-
-    compiled, first_loss = train_step(x, states)
+    eager = np.asarray(layer(x, initial_state=states))
+    compiled, losses = xla_training(layer, x, states, target=0.0)
     np.testing.assert_allclose(compiled, eager, **TOLERANCE)
-    losses = [float(first_loss)] + [float(train_step(x, states)[1]) for _ in range(2)]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     assert all(not np.array_equal(a, b) for a, b in zip(before, layer.get_weights(), strict=True))
 
@@ -323,5 +291,5 @@ def test_mixed_precision(case, policy):
     assert all(w.dtype == "float32" for w in mixed.weights)
     results = mixed(x, initial_state=states)
     for low, high in zip(results, full(x, initial_state=states), strict=True):
-        assert low.dtype == policy.compute_dtype
+        assert keras.backend.standardize_dtype(low.dtype) == policy.compute_dtype
         np.testing.assert_allclose(np.asarray(low, dtype="float32"), high, atol=5e-2)
