@@ -190,19 +190,22 @@ def gru_step(
 
 #: Keras's rule for the output at masked steps *before a sequence's first step* depends on the
 #: backend: zeros on TensorFlow and torch, the initial ``h`` on JAX (the stock
-#: ``keras.layers.LSTM`` does the same; measured). The oracle follows the backend under test.
+#: ``keras.layers.LSTM`` does the same; measured), except JAX's unrolled loop, which gives
+#: zeros (``keras/src/backend/jax/rnn.py``). The oracle follows the backend under test.
 LEADING_OUTPUT_IS_STATE = os.environ.get("KERAS_BACKEND", "tensorflow") == "jax"
 
 
-def run(step, inputs, states, input_mask=1.0, go_backwards=False, mask=None, **weights):
+def run(
+    step, inputs, states, input_mask=1.0, go_backwards=False, mask=None, unroll=False, **weights
+):
     """Run ``step`` over ``inputs`` (batch, time, features) from ``states``.
 
     ``input_mask`` multiplies every step's input (one dropout mask per sequence, as in Gal &
     Ghahramani 2016); ``weights`` go to ``step``. ``mask`` (batch, time), False at padded
     steps: there a sequence keeps its states and repeats its previous output (before its
-    first step: zeros, or the initial ``h`` on JAX, see :data:`LEADING_OUTPUT_IS_STATE`),
-    Keras's rule. Returns ``(outputs, final_states)`` with ``outputs``
-    (batch, time, units) in processing order (reversed when ``go_backwards``), as
+    first step: zeros, or the initial ``h`` on JAX unless ``unroll``, see
+    :data:`LEADING_OUTPUT_IS_STATE`), Keras's rule. Returns ``(outputs, final_states)`` with
+    ``outputs`` (batch, time, units) in processing order (reversed when ``go_backwards``), as
     ``keras.layers.RNN`` returns them.
     """
     inputs = np.asarray(inputs, dtype=np.float64)
@@ -215,7 +218,7 @@ def run(step, inputs, states, input_mask=1.0, go_backwards=False, mask=None, **w
             states, output = new_states, new_states[0]
         else:
             keep = np.asarray(mask, dtype=bool)[:, t : t + 1]
-            before = states[0] if LEADING_OUTPUT_IS_STATE else 0.0
+            before = states[0] if LEADING_OUTPUT_IS_STATE and not unroll else 0.0
             output = np.where(keep, new_states[0], outputs[-1] if outputs else before)
             pairs = zip(new_states, states, strict=True)
             states = tuple(np.where(keep, new, old) for new, old in pairs)
