@@ -13,12 +13,12 @@ import os
 import subprocess
 import sys
 
+import helpers
 import keras
 import numpy as np
 import pytest
 import reference
-import tensorflow as tf
-from helpers import padding_mask, rng
+from helpers import float64_tolerance, gradients, padding_mask, rng
 
 import keras_lstm_variants as klv
 
@@ -65,19 +65,8 @@ def pair(name, log_space, dtype="float32", **options):
 
 def run_with_gradients(layer, x, h_0, mask=None, training=False, seed=7):
     """Results of ``layer`` and the gradients of a random linear probe of all of them with
-    respect to ``x``, ``h_0`` and every trainable weight (in one ``tf.function``)."""
-
-    @tf.function
-    def run(x, h_0):
-        with tf.GradientTape() as tape:
-            tape.watch([x, h_0])
-            results = layer(x, initial_state=[h_0], mask=mask, training=training)
-            results = list(results) if isinstance(results, (list, tuple)) else [results]
-            generator = np.random.default_rng(seed)
-            loss = sum(tf.reduce_sum(r * generator.normal(size=r.shape)) for r in results)
-        return results, tape.gradient(loss, [x, h_0, *layer.trainable_weights])
-
-    results, grads = run(tf.constant(x), tf.constant(h_0))
+    respect to ``x``, ``h_0`` and every trainable weight (tests/helpers.py)."""
+    results, grads = helpers.run_with_gradients(layer, x, [h_0], mask, training, seed)
     return [np.asarray(r) for r in results], [np.asarray(g) for g in grads]
 
 
@@ -145,7 +134,8 @@ def test_log_space_layer_equals_the_papers_parallel_code(name):
     kernel, bias = random_weights(layer)
     x, h_0 = inputs(dtype="float64", positive_state=True)
     expected = PARALLEL[name](x, h_0, kernel, bias)
-    np.testing.assert_allclose(layer(x, initial_state=[h_0]), expected, rtol=1e-12, atol=1e-12)
+    outputs = layer(x, initial_state=[h_0])
+    np.testing.assert_allclose(outputs, expected, **float64_tolerance(1e-12, 1e-12))
 
 
 def test_the_oracle_detects_swapped_blocks():
@@ -199,10 +189,13 @@ def test_scan_equals_stepping_at_2000_steps(name):
     assert np.abs(results[0][:, -1] - results[0][:, 0]).max() > 1e-2  # not a constant
 
 
+@pytest.mark.float64_finite_differences
 @pytest.mark.parametrize("name, log_space", MODES)
 def test_float64_gradients_equal_finite_differences(name, log_space):
     """The scan's custom (adjoint) gradient equals central differences, masked, float64;
     and the scan equals stepping the cell to 1e-12."""
+    import tensorflow as tf
+
     time = 6
     mask = padding_mask(BATCH, time)
     scan, step, _ = pair(name, log_space, dtype="float64")
@@ -252,15 +245,15 @@ def test_zero_initial_state_has_finite_gradients(name):
     x, _ = inputs()
     for layer in (scan, step):
         layer.return_state = False
-    x = tf.constant(x)
     results = []
     for layer in (scan, step):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
+
+        def loss(x, layer=layer):
             outputs = layer(x)
-            loss = tf.reduce_sum(outputs * outputs)
-        grads = tape.gradient(loss, [x, *layer.trainable_weights])
-        assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+            return keras.ops.sum(outputs * outputs), outputs
+
+        grads, outputs = gradients(layer, loss, [x], has_aux=True)
+        assert all(np.isfinite(g).all() for g in grads)
         results.append([outputs, *grads])
     for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
@@ -350,15 +343,18 @@ def test_mixed_precision(name):
     scan, step, _ = pair(name, True, dtype="mixed_float16")
     outputs, h = scan(x, initial_state=[h_0])
     expected, expected_h = step(x, initial_state=[h_0])
-    assert outputs.dtype == "float16"
+    assert keras.backend.standardize_dtype(outputs.dtype) == "float16"
     np.testing.assert_allclose(outputs, expected, rtol=1e-2, atol=1e-2)
     np.testing.assert_allclose(h, expected_h, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.tensorflow_only("traces a tf.function at a free time axis, as a SavedModel is")
 @pytest.mark.parametrize("name", CELLS)
 def test_unknown_length_steps_the_cell(name):
     """With no static number of steps (a graph traced at a free time axis, as a SavedModel
     signature is) the layer steps the cell: same results."""
+    import tensorflow as tf
+
     layer = LAYERS[name](UNITS, return_sequences=True, return_state=True)
     layer.build((BATCH, TIME, FEATURES))
     random_weights(layer)
@@ -395,8 +391,11 @@ def test_trace_gates_reports_the_cells_gates(name):
         np.testing.assert_allclose((trace["forget"] + trace["input"])[mask], 1.0, rtol=1e-6)
 
 
+@pytest.mark.tensorflow_only("exports a SavedModel")
 def test_streaming_export_steps_the_cell(tmp_path):
     """The streaming SavedModel's ``step`` reproduces the scan layer's outputs step by step."""
+    import tensorflow as tf
+
     model = keras.Sequential(
         [
             keras.Input((None, FEATURES)),
