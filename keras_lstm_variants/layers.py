@@ -13,6 +13,7 @@ import re
 
 from keras import backend, layers, ops
 
+from . import fast
 from ._compat import rnn
 from .cells import (
     CIFGLSTMCell,
@@ -197,10 +198,17 @@ class VariantRNN(layers.RNN):
         1.0-1.35x in the long case): that projection is ``G * units / features`` times larger
         than the input (16x at the default shape), and the loop's transpose and per-step
         TensorArray copies of it cost more memory traffic than the small per-step GEMM saves.
+
+        JAX training of the LSTM family takes :func:`keras_lstm_variants.fast.rnn` instead
+        (the same steps, the weight gradients taken after the loop) where
+        :func:`~keras_lstm_variants.fast.supported` allows.
         """
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         cell = self.cell
+        if fast.supported(self, sequences, training):
+            go_backwards, zeros = self.go_backwards, self.zero_output_for_mask
+            return fast.rnn(cell, sequences, initial_state, mask, go_backwards, zeros, training)
         # Zoneout in training: every step's masks drawn here, before the loop, and fed to the
         # steps with the inputs, so each step has its own on every backend (JAX's scan traces
         # the step once: a draw inside it would repeat one mask at every step).

@@ -1,0 +1,159 @@
+"""The LSTM family's training loop on JAX, with the large weight gradients taken after the loop.
+
+What: under JAX, JAX's autodiff of ``lax.scan`` accumulates each weight gradient inside the
+reverse loop, one small product per step (``dU += h_{t-1}^T dz_t``, ``dW += x_t^T dz_t``).
+:func:`rnn` runs the same forward loop as
+:meth:`~keras_lstm_variants.layers.VariantRNN.inner_loop` (the cell's ``project`` then
+``transition`` at each step) under a ``jax.custom_vjp`` whose backward pass splits the work as
+cuDNN does:
+
+* JAX differentiates the loop only with respect to the initial states, the small elementwise
+  weights (peepholes, FGR's gate feedback) and a zero ``e_t`` added to each step's
+  pre-activations ``z_t = W x_t + b + U h_{t-1}``: the gradient of ``e_t`` is ``dz_t``, and no
+  ``W``, ``b`` or ``U`` gradient is accumulated in the loop. The reverse loop recomputes each
+  step (``jax.checkpoint``, :data:`POLICY`) instead of storing its residuals;
+* after the loop, those three come from all ``time * batch`` rows at once:
+  ``dU = H_prev^T dZ`` (one GEMM), and ``dW``, ``db``, ``dx`` from the VJP of the cell's own
+  ``project``.
+
+``dU = H_prev^T dZ`` holds because these cells add ``U h_{t-1}`` to ``W x_t + b`` unchanged
+(no layer norm, no recurrent dropout). No gate equation is written here: ``transition`` stays
+their one definition.
+
+Why: on the 2-core CPU of docs/speed-fast-path.md, the training step (``train_on_batch``,
+``jit_compile=True``) took 0.70-0.87x the time of the per-step path at 16x1000x32x128
+(batch x time x features x units), and was a tie at 64x100x64x256 (0.91-1.19x the time, i.e.
+within the noise). Inference gains nothing (its forward pass is the same scan), so the path is
+taken in training only.
+
+When: :func:`supported` decides; otherwise the layers step the cell as before (exact class
+match, no layer norm, zoneout, dropout or recurrent dropout, no mixed precision, no
+``unroll``, a known number of steps). Masks (JAX's rule: a masked step keeps the states and
+outputs the carried ``h``), ``go_backwards`` (so ``Bidirectional``), ``stateful``,
+``return_state``, ``proj_units``/``proj_clip``/``cell_clip``, ``use_bias=False``, peephole
+subsets, CIFG and every Greff variant (FGR's extra state included) take the path.
+tests/test_fast_path.py proves it equal to ``keras.layers.RNN(cell)``: outputs, states, and
+the gradients of the inputs, initial states and every weight.
+
+Limitation: a ``jax.custom_vjp`` function cannot be differentiated in forward mode. Under
+``training=True`` on this path, ``jax.jvp``, ``jax.jacfwd`` and ``jax.hessian`` raise JAX's
+``TypeError`` ("can't apply forward-mode autodiff (jvp) to a custom_vjp function") -- it
+cannot be detected from inside the layer, because JAX's reverse mode traces the layer the same
+way. Calls with ``training=False`` (the default) never take the path, so forward mode works
+there; for forward mode in training, set ``keras_lstm_variants.fast.ENABLED = False``.
+"""
+
+from keras import StatelessScope, backend
+
+from .cells import CIFGLSTMCell, GreffLSTMCell, LSTMCell, PeepholeLSTMCell
+
+#: Set to False to step the cell in training too (e.g. for forward-mode autodiff).
+ENABLED = True
+#: The cells that take the path: exactly these classes (a subclass may change the step).
+CELLS = (LSTMCell, PeepholeLSTMCell, CIFGLSTMCell, GreffLSTMCell)
+#: ``jax.checkpoint_policies`` name for the reverse loop: recompute each step (measured faster
+#: than storing the residuals, None: 0.78/0.70 against 0.96/0.88 min/median in the long case).
+POLICY = "nothing_saveable"
+
+
+def supported(layer, sequences, training):
+    """Whether ``layer`` takes :func:`rnn` on ``sequences`` (else it steps the cell)."""
+    cell = layer.cell
+    return (
+        ENABLED
+        and training is True  # the gain is in the backward pass; inference keeps forward mode
+        and backend.backend() == "jax"
+        and type(cell) in CELLS
+        and not cell.layer_norm  # LN(W x) + LN(U h): the gradient at U h is not dz
+        and not any(cell.zoneout_rates.values())  # applied after transition, in gates
+        and not (cell.dropout or cell.recurrent_dropout)
+        and cell.compute_dtype == cell.variable_dtype
+        and not layer.unroll
+        and sequences.shape[1] is not None
+    )
+
+
+def rnn(cell, sequences, initial_state, mask, go_backwards, zero_output_for_mask, training):
+    """``(last_output, outputs, final_states)`` as Keras's JAX ``rnn`` returns them for the
+    step ``cell.gates``: outputs in processing order; a masked step keeps the states and
+    outputs the carried ``h`` (zeros with ``zero_output_for_mask``)."""
+    import jax
+    import jax.numpy as jnp
+
+    weights = list(cell.weights)
+    position = {id(w): i for i, w in enumerate(weights)}
+    # W, U and b: their gradients are taken after the loop; the others' inside it.
+    outer = [position[id(cell.kernel)], position[id(cell.recurrent_kernel)]]
+    if cell.input_bias is not None:
+        outer.append(position[id(cell.input_bias)])
+    inner = [i for i in range(len(weights)) if i not in outer]
+
+    def loop_with(values, x, mask, e, states):
+        """The forward loop; ``e[t]`` (zeros, or ``None``) is added to step t's ``z``."""
+
+        def body(states, inputs):
+            x_t, mask_t, e_t = inputs
+            with StatelessScope(state_mapping=list(zip(weights, values, strict=True))):
+                z = cell.project(x_t, training)
+                _, new_states = cell.transition(
+                    z if e_t is None else z + e_t, list(states), training
+                )
+            new_states = tuple(new_states)
+            if mask_t is not None:
+                pairs = zip(new_states, states, strict=True)
+                new_states = tuple(jnp.where(mask_t, a, b) for a, b in pairs)
+            return new_states, new_states[0]
+
+        if e is not None and POLICY is not None:
+            body = jax.checkpoint(body, policy=getattr(jax.checkpoint_policies, POLICY))
+        final, outputs = jax.lax.scan(body, tuple(states), (x, mask, e))
+        return outputs, final
+
+    @jax.custom_vjp
+    def loop(values, x, states, mask):
+        return loop_with(values, x, mask, None, states)
+
+    def loop_fwd(values, x, states, mask):
+        def differentiated(inner_values, e, states):  # W, U, b held constant
+            merged = list(values)
+            for i, value in zip(inner, inner_values, strict=True):
+                merged[i] = value
+            return loop_with(merged, x, mask, e, states)
+
+        e = jnp.zeros((*x.shape[:2], cell.kernel.shape[1]), x.dtype)
+        result, vjp = jax.vjp(differentiated, [values[i] for i in inner], e, tuple(states))
+        return result, (values, x, states, result[0], vjp)
+
+    def loop_bwd(residuals, cotangents):
+        values, x, states, outputs, vjp = residuals
+        d_inner, d_z, d_states = vjp(cotangents)
+        d_z = d_z.reshape(-1, d_z.shape[-1])  # (time * batch, G * units)
+        h_prev = jnp.concatenate([states[0][None], outputs[:-1]])  # the h entering each step
+
+        def project(outer_values, x):
+            mapping = [(weights[i], v) for i, v in zip(outer, outer_values, strict=True)]
+            with StatelessScope(state_mapping=mapping):
+                return cell.project(x, training)
+
+        outer_values = [values[i] for i in outer]
+        _, project_vjp = jax.vjp(project, outer_values, x.reshape(-1, x.shape[-1]))
+        d_outer, d_x = project_vjp(d_z)  # dW = X^T dZ, db = sum dZ, dx = dZ W^T
+        d_outer[1] = h_prev.reshape(-1, h_prev.shape[-1]).T @ d_z  # dU = H_prev^T dZ
+        d_values = [None] * len(weights)
+        for i, d in zip(outer + inner, list(d_outer) + list(d_inner), strict=True):
+            d_values[i] = d
+        return d_values, d_x.reshape(x.shape), d_states, None
+
+    loop.defvjp(loop_fwd, loop_bwd)
+
+    x = jnp.swapaxes(sequences, 0, 1)
+    if mask is not None:
+        mask = jnp.swapaxes(jnp.asarray(mask, bool), 0, 1)[..., None]
+    if go_backwards:
+        x = jnp.flip(x, 0)
+        mask = None if mask is None else jnp.flip(mask, 0)
+    outputs, final = loop([w.value for w in weights], x, tuple(initial_state), mask)
+    if mask is not None and zero_output_for_mask:
+        outputs = jnp.where(mask, outputs, jnp.zeros_like(outputs))
+    outputs = jnp.swapaxes(outputs, 0, 1)
+    return outputs[:, -1], outputs, list(final)
