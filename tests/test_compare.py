@@ -1,5 +1,6 @@
 """``keras-lstm-variants compare`` end to end, its bad-input errors, Ctrl-C, and its parts."""
 
+import functools
 import json
 import os
 import signal
@@ -181,7 +182,15 @@ def test_ctrl_c_stops_cleanly_with_the_finished_runs(tmp_path):
     command += ["--variants", "simplernn", "--lengths", "5,6,7,8,9", "--steps", "400"]
     command += ["--eval-every", "20", "--no-tensorboard", "--no-export"]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        # SIGINT as in a terminal, even where pytest runs as a background job (a shell starts
+        # those with SIGINT ignored, the child inherits it, and Python then never raises
+        # KeyboardInterrupt: the run would go on to the end).
+        preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL),
     )
     lines = []
     deadline = time.monotonic() + 900
