@@ -780,11 +780,9 @@ def measure_in_subprocess(plan, args, backend):
 
 
 def run(args):
-    # OpenMP threads (torch's CPU pool) that spin while they wait for a descheduled sibling
-    # slowed a 2-thread torch.nn.LSTM step ~200x on a loaded 2-core machine (docs/speed.md);
-    # waiting passively costs nothing measurable when the cores are free. Set before torch
-    # loads (the backend subprocesses inherit it); a value the user set is kept.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OMP_WAIT_POLICY is left as the user set it (recorded in the JSON): PASSIVE rescues torch's
+    # 2-thread pool on a loaded machine but made torch.nn.LSTM 1.3-3x slower on the idle one
+    # (docs/speed.md, "PyTorch's threads").
     plan = parse(args)
     if plan["backends"] == [current_backend()]:
         runs = [measure(plan, args)]

@@ -10,8 +10,9 @@ cuDNN does:
 * JAX differentiates the loop only with respect to the initial states, the small elementwise
   weights (peepholes, FGR's gate feedback) and a zero ``e_t`` added to each step's
   pre-activations ``z_t = W x_t + b + U h_{t-1}``: the gradient of ``e_t`` is ``dz_t``, and no
-  ``W``, ``b`` or ``U`` gradient is accumulated in the loop. The reverse loop recomputes each
-  step (``jax.checkpoint``, :data:`POLICY`) instead of storing its residuals;
+  ``W``, ``b`` or ``U`` gradient is accumulated in the loop. The forward loop saves each
+  step's matrix products and the reverse loop recomputes the elementwise rest from them
+  (``jax.checkpoint``, :data:`POLICY`);
 * after the loop, those three come from all ``time * batch`` rows at once:
   ``dU = H_prev^T dZ`` (one GEMM), and ``dW``, ``db``, ``dx`` from the VJP of the cell's own
   ``project``.
@@ -43,17 +44,19 @@ way. Calls with ``training=False`` (the default) never take the path, so forward
 there; for forward mode in training, set ``keras_lstm_variants.fast.ENABLED = False``.
 """
 
-from keras import StatelessScope, backend
+from keras import StatelessScope, backend, ops
 
-from .cells import CIFGLSTMCell, GreffLSTMCell, LSTMCell, PeepholeLSTMCell
+from .cells import CIFGLSTMCell, GreffLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell
 
 #: Set to False to step the cell in training too (e.g. for forward-mode autodiff).
 ENABLED = True
 #: The cells that take the path: exactly these classes (a subclass may change the step).
 CELLS = (LSTMCell, PeepholeLSTMCell, CIFGLSTMCell, GreffLSTMCell)
-#: ``jax.checkpoint_policies`` name for the reverse loop: recompute each step (measured faster
-#: than storing the residuals, None: 0.78/0.70 against 0.96/0.88 min/median in the long case).
-POLICY = "nothing_saveable"
+#: ``jax.checkpoint_policies`` name for the reverse loop. Measured on the idle 2-core CPU,
+#: training step / the per-step path, at 64x100x64x256 and 16x1000x32x128: "dots_saveable"
+#: (keep the products, recompute the elementwise ops) 1.01 and 0.91; "nothing_saveable"
+#: (recompute the products too) 1.21 and 0.91; None (keep everything) 1.08.
+POLICY = "dots_saveable"
 
 
 def supported(layer, sequences, training):
@@ -157,3 +160,48 @@ def rnn(cell, sequences, initial_state, mask, go_backwards, zero_output_for_mask
         outputs = jnp.where(mask, outputs, jnp.zeros_like(outputs))
     outputs = jnp.swapaxes(outputs, 0, 1)
     return outputs[:, -1], outputs, list(final)
+
+
+#: The cells :func:`eager_rnn` steps: the LSTM family and the GRU (exact classes).
+EAGER_CELLS = (*CELLS, GRUCell)
+
+
+def eager_supported(layer, sequences, mask, training):
+    """Whether ``layer`` takes :func:`eager_rnn` on ``sequences``: the torch backend (Keras
+    runs it eagerly, op by op), no mask, no zoneout, no dropout in training, no ``unroll``."""
+    cell = layer.cell
+    return (
+        ENABLED
+        and backend.backend() == "torch"
+        and type(cell) in EAGER_CELLS
+        and mask is None
+        and not any(cell.zoneout_rates.values())  # applied after transition, in gates
+        and not (training and (cell.dropout or cell.recurrent_dropout))
+        and not layer.unroll
+    )
+
+
+def eager_rnn(cell, sequences, initial_state, go_backwards, return_sequences, training):
+    """``(last_output, outputs, final_states)`` of ``cell``'s steps over ``sequences``, for
+    a backend that runs every op eagerly: the input projection of all steps in one GEMM
+    (``project`` is row-wise), then a plain Python loop over ``transition``.
+
+    On the torch backend Keras's ``rnn`` spends more per step than the step itself (tree
+    flattening, per-step masking and output bookkeeping), and each step's own ``W x_t + b`` is
+    two more eager ops; this loop is what ``keras.layers.LSTM``'s own torch fallback does.
+    ``outputs`` is ``(batch, time, units)`` with ``return_sequences``, else the last output
+    ``(batch, 1, units)``.
+    """
+    x = ops.swapaxes(sequences, 0, 1)  # (time, batch, features)
+    if go_backwards:
+        x = ops.flip(x, 0)
+    time, batch = x.shape[0], x.shape[1]
+    z_x = cell.project(ops.reshape(x, (time * batch, x.shape[2])), training)
+    z_x = ops.reshape(z_x, (time, batch, z_x.shape[-1]))
+    states, outputs = list(initial_state), []
+    # unstack, not z_x[t]: the gradient of each index would be a zero-filled (time, ...) tensor
+    for z_x_t in ops.unstack(z_x, axis=0):
+        _, states = cell.transition(z_x_t, states, training)
+        outputs.append(states[0])
+    last = states[0]
+    return last, ops.stack(outputs, axis=1) if return_sequences else last[:, None], states

@@ -209,6 +209,9 @@ class VariantRNN(layers.RNN):
         if fast.supported(self, sequences, training):
             go_backwards, zeros = self.go_backwards, self.zero_output_for_mask
             return fast.rnn(cell, sequences, initial_state, mask, go_backwards, zeros, training)
+        if fast.eager_supported(self, sequences, mask, training):
+            backwards, every = self.go_backwards, self.return_sequences
+            return fast.eager_rnn(cell, sequences, initial_state, backwards, every, training)
         # Zoneout in training: every step's masks drawn here, before the loop, and fed to the
         # steps with the inputs, so each step has its own on every backend (JAX's scan traces
         # the step once: a draw inside it would repeat one mask at every step).

@@ -1,0 +1,126 @@
+"""The eager loop (keras_lstm_variants/fast.py, ``eager_rnn``) equals the per-step loop.
+
+The torch backend takes it; its code is Keras ops, so on every backend it is forced here and
+compared with ``keras.layers.RNN(cell)`` on the same weights: outputs, final states and the
+gradients of the inputs, the (non-zero) initial states and every weight, in training and in
+inference, forwards and with ``go_backwards``, float32 at 1e-5 relative. Then the cases it must
+leave to Keras's loop, and (on torch) that the layers really take it.
+"""
+
+import types
+
+import keras
+import numpy as np
+import pytest
+from helpers import randomize, run_with_gradients
+
+import keras_lstm_variants as klv
+from keras_lstm_variants import fast
+
+BATCH, TIME, FEATURES, UNITS = 3, 6, 4, 5
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+
+#: Every cell class the loop takes, with its options.
+CONFIGS = {
+    "lstm": (klv.LSTM, {}),
+    "lstm-options": (klv.LSTM, {"proj_units": 3, "proj_clip": 0.4, "cell_clip": 0.8}),
+    "lstm-layer-norm": (klv.LSTM, {"layer_norm": True, "use_bias": False}),
+    "peephole-fo": (klv.PeepholeLSTM, {"peepholes": ("forget", "output")}),
+    "cifg": (klv.CIFGLSTM, {}),
+    **{f"greff-{v}": (klv.GreffLSTM, {"variant": v}) for v in ("NIG", "NOAF", "FGR")},
+    "gru": (klv.GRU, {}),
+    "gru-reset-before": (klv.GRU, {"reset_after": False}),
+    "gru-layer-norm": (klv.GRU, {"layer_norm": True}),
+}
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """How often the layers took ``fast.eager_rnn``."""
+    count = []
+    original = fast.eager_rnn
+    monkeypatch.setattr(fast, "eager_rnn", lambda *a: count.append(1) or original(*a))
+    return count
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    """The eager loop on any backend (the JAX training path off)."""
+    monkeypatch.setattr(fast, "supported", lambda *a: False)
+    on(monkeypatch, "torch")
+
+
+def on(monkeypatch, backend):
+    """``fast`` decides as on ``backend`` (Keras itself stays on its own)."""
+    monkeypatch.setattr(fast, "backend", types.SimpleNamespace(backend=lambda: backend))
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_equals_keras_rnn(config, go_backwards, training, forced, calls):
+    layer_class, arguments = CONFIGS[config]
+    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
+    layer = layer_class(UNITS, **options, **arguments)
+    layer.build((BATCH, TIME, FEATURES))
+    randomize(layer)
+    reference = keras.layers.RNN(layer.cell, **options)
+    reference.build((BATCH, TIME, FEATURES))
+    generator = np.random.default_rng(1)
+    x = generator.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    states = [generator.normal(0, 0.5, (BATCH, s)).astype("float32") for s in layer.state_size]
+    got = run_with_gradients(layer, x, states, training=training)
+    assert calls, "the layer took the eager loop"
+    expected = run_with_gradients(reference, x, states, training=training)
+    for a, b in zip(keras.tree.flatten(got), keras.tree.flatten(expected), strict=True):
+        np.testing.assert_allclose(a, b, **TOLERANCE)
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_last_output_and_stateful(return_sequences, forced, calls, monkeypatch):
+    """Without ``return_sequences`` the layer returns the last output; a stateful layer's
+    second call starts from the first one's states, as in Keras's loop."""
+    x = np.random.default_rng(2).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+
+    def results():
+        layer = klv.PeepholeLSTM(UNITS, return_sequences=return_sequences, stateful=True)
+        layer.build(x.shape)
+        randomize(layer)
+        return [keras.ops.convert_to_numpy(layer(x)) for _ in range(2)]
+
+    got = results()
+    assert len(calls) == 2
+    on(monkeypatch, "tensorflow")
+    for a, b in zip(got, results(), strict=True):
+        np.testing.assert_allclose(a, b, **TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["disabled", "jax", "mask", "zoneout", "dropout", "recurrent_dropout", "unroll", "slstm"],
+)
+def test_keras_loop_cases(case, monkeypatch):
+    arguments = {
+        "zoneout": {"zoneout": 0.1},
+        "dropout": {"dropout": 0.1},
+        "recurrent_dropout": {"recurrent_dropout": 0.1},
+        "unroll": {"unroll": True},
+    }.get(case, {})
+    layer = (klv.SLSTM if case == "slstm" else klv.PeepholeLSTM)(UNITS, **arguments)
+    sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
+    mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
+    on(monkeypatch, "jax" if case == "jax" else "torch")
+    if case == "disabled":
+        monkeypatch.setattr(fast, "ENABLED", False)
+    assert not fast.eager_supported(layer, sequences, mask, training=True)
+    if case in ("dropout", "recurrent_dropout"):  # dropout is off in inference
+        assert fast.eager_supported(layer, sequences, mask, training=False)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch backend's loop")
+def test_torch_layers_take_it(calls):
+    x = np.random.default_rng(3).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    for layer_class, arguments in CONFIGS.values():
+        layer_class(UNITS, **arguments)(x)
+    keras.layers.Bidirectional(klv.GRU(UNITS))(x)
+    assert len(calls) == len(CONFIGS) + 2
