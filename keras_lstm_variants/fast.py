@@ -1,4 +1,6 @@
-"""The LSTM family's training loop on JAX, with the large weight gradients taken after the loop.
+"""Loops faster than Keras's generic ``rnn``: JAX training, and the torch backend.
+
+**JAX training** (:func:`rnn`): the large weight gradients are taken after the loop.
 
 What: under JAX, JAX's autodiff of ``lax.scan`` accumulates each weight gradient inside the
 reverse loop, one small product per step (``dU += h_{t-1}^T dz_t``, ``dW += x_t^T dz_t``).
@@ -21,11 +23,10 @@ cuDNN does:
 (no layer norm, no recurrent dropout). No gate equation is written here: ``transition`` stays
 their one definition.
 
-Why: on the 2-core CPU of docs/speed-fast-path.md, the training step (``train_on_batch``,
-``jit_compile=True``) took 0.70-0.87x the time of the per-step path at 16x1000x32x128
-(batch x time x features x units), and was a tie at 64x100x64x256 (0.91-1.19x the time, i.e.
-within the noise). Inference gains nothing (its forward pass is the same scan), so the path is
-taken in training only.
+Why: on the idle 2-core CPU of docs/speed.md, the training step (``train_on_batch``,
+``jit_compile=True``) took 0.91x the time of the per-step path at 16x1000x32x128
+(batch x time x features x units) and 1.01x (a tie) at 64x100x64x256. Inference gains nothing
+(its forward pass is the same scan), so the path is taken in training only.
 
 When: :func:`supported` decides; otherwise the layers step the cell as before (exact class
 match, no layer norm, zoneout, dropout or recurrent dropout, no mixed precision, no
@@ -42,6 +43,12 @@ Limitation: a ``jax.custom_vjp`` function cannot be differentiated in forward mo
 cannot be detected from inside the layer, because JAX's reverse mode traces the layer the same
 way. Calls with ``training=False`` (the default) never take the path, so forward mode works
 there; for forward mode in training, set ``keras_lstm_variants.fast.ENABLED = False``.
+
+**The torch backend** (:func:`eager_rnn`, training and inference): Keras runs it op by op, and
+its ``rnn`` spends more per step than the step. The input projection of all steps is one GEMM,
+then a Python loop calls ``transition``: 0.66-0.80x the inference time and 0.88-0.91x the
+training step of Keras's loop (docs/speed.md). :func:`eager_supported` decides;
+tests/test_eager_path.py proves it equal to ``keras.layers.RNN(cell)`` on every backend.
 """
 
 from keras import StatelessScope, backend, ops

@@ -201,7 +201,9 @@ class VariantRNN(layers.RNN):
 
         JAX training of the LSTM family takes :func:`keras_lstm_variants.fast.rnn` instead
         (the same steps, the weight gradients taken after the loop) where
-        :func:`~keras_lstm_variants.fast.supported` allows.
+        :func:`~keras_lstm_variants.fast.supported` allows; the torch backend, which runs op by
+        op, takes :func:`~keras_lstm_variants.fast.eager_rnn` (one input GEMM, then a plain
+        loop over ``transition``) where :func:`~keras_lstm_variants.fast.eager_supported` does.
         """
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
