@@ -176,6 +176,15 @@ def gradients(layer, loss, arrays, jit_compile=False, has_aux=False):
     return grads
 
 
+def count_calls(monkeypatch, owner, name):
+    """Wrap ``owner.name`` (for the test) to count its calls: the returned list grows by one
+    per call (each trace counts)."""
+    count = []
+    original = getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *args: count.append(1) or original(*args))
+    return count
+
+
 def run_with_gradients(layer, x, states, mask=None, training=False, seed=7):
     """The results of ``layer(x, initial_state=states, mask=mask, training=training)`` and the
     gradients of a random linear probe of all of them with respect to ``x``, the initial

@@ -12,7 +12,7 @@ import types
 import keras
 import numpy as np
 import pytest
-from helpers import randomize, run_with_gradients
+from helpers import count_calls, randomize, run_with_gradients
 
 import keras_lstm_variants as klv
 from keras_lstm_variants import fast
@@ -37,10 +37,7 @@ CONFIGS = {
 @pytest.fixture
 def calls(monkeypatch):
     """How often the layers took ``fast.eager_rnn``."""
-    count = []
-    original = fast.eager_rnn
-    monkeypatch.setattr(fast, "eager_rnn", lambda *a: count.append(1) or original(*a))
-    return count
+    return count_calls(monkeypatch, fast, "eager_rnn")
 
 
 @pytest.fixture

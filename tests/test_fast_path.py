@@ -12,7 +12,7 @@ import types
 import keras
 import numpy as np
 import pytest
-from helpers import randomize
+from helpers import count_calls, randomize
 
 import keras_lstm_variants as klv
 from keras_lstm_variants import fast
@@ -52,10 +52,7 @@ def padded_mask():
 @pytest.fixture
 def calls(monkeypatch):
     """How often the layers took ``fast.rnn`` (each trace counts)."""
-    count = []
-    original = fast.rnn
-    monkeypatch.setattr(fast, "rnn", lambda *a: count.append(1) or original(*a))
-    return count
+    return count_calls(monkeypatch, fast, "rnn")
 
 
 def run(layer, x, states, mask, seed=7):
