@@ -781,7 +781,7 @@ def measure_in_subprocess(plan, args, backend):
 
 def run(args):
     # OMP_WAIT_POLICY is left as the user set it (recorded in the JSON): PASSIVE rescues torch's
-    # 2-thread pool on a loaded machine but made torch.nn.LSTM 1.3-3x slower on the idle one
+    # 2-thread pool on a loaded machine but made torch.nn.LSTM 1.3-6x slower on the idle one
     # (docs/speed.md, "PyTorch's threads").
     plan = parse(args)
     if plan["backends"] == [current_backend()]:
