@@ -51,7 +51,10 @@ training step of Keras's loop (docs/speed.md). :func:`eager_supported` decides;
 tests/test_eager_path.py proves it equal to ``keras.layers.RNN(cell)`` on every backend.
 """
 
-from keras import StatelessScope, backend, ops
+import functools
+import warnings
+
+from keras import StatelessScope, activations, backend, ops
 
 from .cells import CIFGLSTMCell, GreffLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell
 
@@ -212,3 +215,57 @@ def eager_rnn(cell, sequences, initial_state, go_backwards, return_sequences, tr
         outputs.append(states[0])
     last = states[0]
     return last, ops.stack(outputs, axis=1) if return_sequences else last[:, None], states
+
+
+def fused_supported(layer, sequences, mask, training):
+    """Whether ``layer`` takes :func:`torch_lstm`: where :func:`eager_supported` holds, for
+    exactly :class:`~keras_lstm_variants.cells.LSTMCell` with the stock activations, no
+    option (layer norm, projection, clipping), one dtype, and ``use_cudnn="auto"``."""
+    cell = layer.cell
+    return (
+        eager_supported(layer, sequences, mask, training)
+        and type(cell) is LSTMCell
+        and layer.use_cudnn == "auto"
+        and cell.activation is activations.tanh
+        and cell.recurrent_activation is activations.sigmoid
+        and not (cell.layer_norm or cell.proj_units or cell.cell_clip)
+        and cell.compute_dtype == cell.variable_dtype
+    )
+
+
+def torch_lstm(cell, sequences, initial_state, go_backwards, return_sequences):
+    """``(last_output, outputs, final_states)`` as :func:`eager_rnn` returns them, from
+    PyTorch's own LSTM kernel (``torch.nn.LSTM``'s: oneDNN on a CPU, cuDNN on a GPU) called on
+    the cell's weights.
+
+    The vanilla LSTM is the one case where PyTorch ships the cell's equations as one fused
+    kernel, with its gates in Keras's order (input, forget, candidate, output): the kernels
+    are the transposes of ``kernel`` and ``recurrent_kernel``, and ``bias`` is the input bias
+    (the recurrent one zero). Gradients reach the Keras variables through those views. As with
+    cuDNN in ``keras.layers.LSTM``, the cell's ``transition`` is not called here; tests/
+    test_eager_path.py proves the two equal.
+    """
+    import torch
+
+    x = torch.flip(sequences, [1]) if go_backwards else sequences
+    weights = {
+        "weight_ih_l0": cell.kernel.value.T,
+        "weight_hh_l0": cell.recurrent_kernel.value.T,
+    }
+    if cell.bias is not None:
+        weights["bias_ih_l0"] = cell.bias.value
+        weights["bias_hh_l0"] = torch.zeros_like(cell.bias.value)
+    module = _torch_lstm(x.shape[-1], cell.units, cell.bias is not None, x.dtype, x.device)
+    h_0, c_0 = (state[None] for state in initial_state)
+    with warnings.catch_warnings():  # on a GPU: "weights are not part of single contiguous chunk"
+        warnings.simplefilter("ignore", UserWarning)
+        outputs, (h, c) = torch.func.functional_call(module, weights, (x, (h_0, c_0)))
+    return h[0], outputs if return_sequences else h[0][:, None], [h[0], c[0]]
+
+
+@functools.cache
+def _torch_lstm(features, units, bias, dtype, device):
+    """A ``torch.nn.LSTM`` whose own weights are never used (``functional_call`` passes ours)."""
+    import torch
+
+    return torch.nn.LSTM(features, units, bias=bias, batch_first=True, dtype=dtype, device=device)

@@ -56,7 +56,9 @@ class _LSTMOptions:
 def _take_kernel_choice(layer, kwargs):
     """Take ``keras.layers.LSTM``/``GRU``'s kernel choices out of ``kwargs``, so a drop-in
     accepts the stock layer's arguments: ``implementation`` (1 or 2: the same equations either
-    way) and ``use_cudnn`` ("auto" or False; these layers never use the cuDNN kernel)."""
+    way) and ``use_cudnn`` ("auto" or False, returned: False keeps the torch backend off
+    PyTorch's fused kernel, see :func:`~keras_lstm_variants.fast.fused_supported`; never
+    TensorFlow's cuDNN kernel)."""
     kind = type(layer).__name__
     implementation = kwargs.pop("implementation", 2)
     if implementation not in (1, 2):
@@ -68,6 +70,7 @@ def _take_kernel_choice(layer, kwargs):
             "never uses the cuDNN kernel (it runs under XLA and its exports run on any device); "
             f"for cuDNN use keras.layers.{kind}."
         )
+    return use_cudnn
 
 
 class VariantRNN(layers.RNN):
@@ -87,8 +90,7 @@ class VariantRNN(layers.RNN):
         unroll=False,
         **kwargs,
     ):
-        if self.drop_in:
-            _take_kernel_choice(self, kwargs)
+        use_cudnn = _take_kernel_choice(self, kwargs) if self.drop_in else False
         # The options are passed on even to cells without them, which then say so by name.
         accepted = _cell_arguments(self.cell_class) | set(LSTM_OPTIONS)
         cell_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in accepted}
@@ -109,6 +111,8 @@ class VariantRNN(layers.RNN):
             unroll=unroll,
             **kwargs,
         )
+        #: "auto" (drop-ins, by default) or False; not saved, as in ``keras.layers.LSTM``.
+        self.use_cudnn = use_cudnn
 
     units = _from_cell("units")
     activation = _from_cell("activation")
@@ -211,6 +215,9 @@ class VariantRNN(layers.RNN):
         if fast.supported(self, sequences, training):
             go_backwards, zeros = self.go_backwards, self.zero_output_for_mask
             return fast.rnn(cell, sequences, initial_state, mask, go_backwards, zeros, training)
+        if fast.fused_supported(self, sequences, mask, training):
+            backwards, every = self.go_backwards, self.return_sequences
+            return fast.torch_lstm(cell, sequences, initial_state, backwards, every)
         if fast.eager_supported(self, sequences, mask, training):
             backwards, every = self.go_backwards, self.return_sequences
             return fast.eager_rnn(cell, sequences, initial_state, backwards, every, training)

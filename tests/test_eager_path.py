@@ -4,7 +4,9 @@ The torch backend takes it; its code is Keras ops, so on every backend it is for
 compared with ``keras.layers.RNN(cell)`` on the same weights: outputs, final states and the
 gradients of the inputs, the (non-zero) initial states and every weight, in training and in
 inference, forwards and with ``go_backwards``, float32 at 1e-5 relative. Then the cases it must
-leave to Keras's loop, and (on torch) that the layers really take it.
+leave to Keras's loop, and (on torch) that the layers really take it. Last, on torch, the
+vanilla LSTM's PyTorch kernel (``torch_lstm``) against the same reference, and what it leaves
+to the cell.
 """
 
 import types
@@ -12,7 +14,7 @@ import types
 import keras
 import numpy as np
 import pytest
-from helpers import count_calls, randomize, run_with_gradients
+from helpers import count_calls, float64_tolerance, randomize, run_with_gradients
 
 import keras_lstm_variants as klv
 from keras_lstm_variants import fast
@@ -42,8 +44,9 @@ def calls(monkeypatch):
 
 @pytest.fixture
 def forced(monkeypatch):
-    """The eager loop on any backend (the JAX training path off)."""
+    """The eager loop on any backend (the JAX training path and PyTorch's kernel off)."""
     monkeypatch.setattr(fast, "supported", lambda *a: False)
+    monkeypatch.setattr(fast, "fused_supported", lambda *a: False)
     on(monkeypatch, "torch")
 
 
@@ -114,10 +117,84 @@ def test_keras_loop_cases(case, monkeypatch):
         assert fast.eager_supported(layer, sequences, mask, training=False)
 
 
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch backend's loop")
-def test_torch_layers_take_it(calls):
+torch_only = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch backend's")
+
+
+@torch_only
+def test_torch_layers_take_it(calls, monkeypatch):
+    fused = count_calls(monkeypatch, fast, "torch_lstm")
     x = np.random.default_rng(3).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
     for layer_class, arguments in CONFIGS.values():
         layer_class(UNITS, **arguments)(x)
     keras.layers.Bidirectional(klv.GRU(UNITS))(x)
-    assert len(calls) == len(CONFIGS) + 2
+    keras.layers.Bidirectional(klv.LSTM(UNITS))(x)
+    assert (len(calls), len(fused)) == (len(CONFIGS) - 1 + 2, 1 + 2)
+
+
+#: The configurations PyTorch's LSTM kernel runs: our LSTM without options.
+FUSED = {
+    "lstm": ({}, "float32"),
+    "no-bias": ({"use_bias": False}, "float32"),
+    "float64": ({"unit_forget_bias": False}, "float64"),
+    "dropout-at-inference": ({"dropout": 0.3, "recurrent_dropout": 0.3}, "float32"),
+}
+
+
+@torch_only
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
+@pytest.mark.parametrize("config", FUSED)
+def test_torch_kernel_equals_keras_rnn(config, go_backwards, training, monkeypatch):
+    arguments, dtype = FUSED[config]
+    if training and arguments.get("dropout"):
+        pytest.skip("dropout in training steps the cell (test_keras_loop_cases)")
+    fused = count_calls(monkeypatch, fast, "torch_lstm")
+    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
+    layer = klv.LSTM(UNITS, dtype=dtype, **options, **arguments)
+    layer.build((BATCH, TIME, FEATURES))
+    randomize(layer)
+    reference = keras.layers.RNN(layer.cell, dtype=dtype, **options)
+    reference.build((BATCH, TIME, FEATURES))
+    generator = np.random.default_rng(4)
+    x = generator.normal(size=(BATCH, TIME, FEATURES)).astype(dtype)
+    states = [generator.normal(0, 0.5, (BATCH, UNITS)).astype(dtype) for _ in range(2)]
+    got = run_with_gradients(layer, x, states, training=training)
+    assert fused, "the layer ran PyTorch's kernel"
+    expected = run_with_gradients(reference, x, states, training=training)
+    tolerance = TOLERANCE if dtype == "float32" else float64_tolerance(1e-10, 1e-12)
+    for a, b in zip(keras.tree.flatten(got), keras.tree.flatten(expected), strict=True):
+        np.testing.assert_allclose(a, b, **tolerance)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "peephole",
+        "cifg",
+        "gru",
+        "layer_norm",
+        "proj_units",
+        "cell_clip",
+        "relu",
+        "use_cudnn",
+        "mixed_float16",
+        "mask",
+    ],
+)
+def test_torch_kernel_cases(case, monkeypatch):
+    """What PyTorch's kernel does not compute is left to the cell."""
+    layer_class = {"peephole": klv.PeepholeLSTM, "cifg": klv.CIFGLSTM, "gru": klv.GRU}
+    arguments = {
+        "layer_norm": {"layer_norm": True},
+        "proj_units": {"proj_units": 3},
+        "cell_clip": {"cell_clip": 1.0},
+        "relu": {"activation": "relu"},
+        "use_cudnn": {"use_cudnn": False},
+        "mixed_float16": {"dtype": "mixed_float16"},
+    }.get(case, {})
+    layer = layer_class.get(case, klv.LSTM)(UNITS, **arguments)
+    sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
+    on(monkeypatch, "torch")
+    assert fast.fused_supported(klv.LSTM(UNITS), sequences, None, training=True)
+    mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
+    assert not fast.fused_supported(layer, sequences, mask, training=True)
