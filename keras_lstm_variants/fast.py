@@ -49,6 +49,9 @@ its ``rnn`` spends more per step than the step. The input projection of all step
 then a Python loop calls ``transition``: 0.66-0.80x the inference time and 0.88-0.91x the
 training step of Keras's loop (docs/speed.md). :func:`eager_supported` decides;
 tests/test_eager_path.py proves it equal to ``keras.layers.RNN(cell)`` on every backend.
+There, the vanilla LSTM without options runs PyTorch's own LSTM kernel instead
+(:func:`torch_lstm`, the cuDNN pattern): 1.02x ``torch.nn.LSTM``'s training step and 1.10x its
+inference at 64x100x64x256, against 2.29x and 3.30x for the loop (docs/speed.md).
 """
 
 import functools

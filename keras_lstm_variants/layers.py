@@ -67,8 +67,8 @@ def _take_kernel_choice(layer, kwargs):
     if use_cudnn not in ("auto", False):
         raise ValueError(
             f"{kind}: `use_cudnn` must be 'auto' or False; received {use_cudnn!r}. This layer "
-            "never uses the cuDNN kernel (it runs under XLA and its exports run on any device); "
-            f"for cuDNN use keras.layers.{kind}."
+            "never uses TensorFlow's cuDNN kernel (it runs under XLA and its exports run on any "
+            f"device); for that kernel use keras.layers.{kind}."
         )
     return use_cudnn
 
@@ -269,7 +269,9 @@ _LAYER_ARGS = """
 class LSTM(_LSTMOptions, VariantRNN):
     __doc__ = (
         "The vanilla LSTM over a sequence; a drop-in for ``keras.layers.LSTM`` (same arguments"
-        " and weights, never the cuDNN-only kernel, so it runs under XLA and exports anywhere)."
+        " and weights, never TensorFlow's cuDNN-only kernel, so it runs under XLA and exports"
+        " anywhere; on the torch backend it runs PyTorch's own LSTM kernel where it computes the"
+        " same thing: :func:`~keras_lstm_variants.fast.fused_supported`)."
         + _LAYER_ARGS.format(cell="LSTMCell")
     )
     cell_class = LSTMCell
