@@ -49,9 +49,9 @@ its ``rnn`` spends more per step than the step. The input projection of all step
 then a Python loop calls ``transition``: 0.66-0.80x the inference time and 0.88-0.91x the
 training step of Keras's loop (docs/speed.md). :func:`eager_supported` decides;
 tests/test_eager_path.py proves it equal to ``keras.layers.RNN(cell)`` on every backend.
-There, the vanilla LSTM without options runs PyTorch's own LSTM kernel instead
-(:func:`torch_lstm`, the cuDNN pattern): 1.02x ``torch.nn.LSTM``'s training step and 1.10x its
-inference at 64x100x64x256, against 2.29x and 3.30x for the loop (docs/speed.md).
+There, the vanilla LSTM and the GRU without options run PyTorch's own kernels instead
+(:func:`torch_rnn`, the cuDNN pattern): the LSTM at 1.02x ``torch.nn.LSTM``'s training step and
+1.10x its inference at 64x100x64x256, against 2.29x and 3.30x for the loop (docs/speed.md).
 """
 
 import functools
@@ -221,54 +221,79 @@ def eager_rnn(cell, sequences, initial_state, go_backwards, return_sequences, tr
 
 
 def fused_supported(layer, sequences, mask, training):
-    """Whether ``layer`` takes :func:`torch_lstm`: where :func:`eager_supported` holds, for
-    exactly :class:`~keras_lstm_variants.cells.LSTMCell` with the stock activations, no
-    option (layer norm, projection, clipping), one dtype, and ``use_cudnn="auto"``."""
+    """Whether ``layer`` takes :func:`torch_rnn`: where :func:`eager_supported` holds, for
+    exactly :class:`~keras_lstm_variants.cells.LSTMCell` or
+    :class:`~keras_lstm_variants.cells.GRUCell` (``reset_after=True``) with the stock
+    activations, no option (layer norm, projection, clipping), one dtype, and
+    ``use_cudnn="auto"``."""
     cell = layer.cell
+    if type(cell) is LSTMCell:
+        options = cell.layer_norm or cell.proj_units or cell.cell_clip
+    elif type(cell) is GRUCell:
+        options = cell.layer_norm or not cell.reset_after
+    else:
+        return False
     return (
         eager_supported(layer, sequences, mask, training)
-        and type(cell) is LSTMCell
+        and not options
         and layer.use_cudnn == "auto"
         and cell.activation is activations.tanh
         and cell.recurrent_activation is activations.sigmoid
-        and not (cell.layer_norm or cell.proj_units or cell.cell_clip)
         and cell.compute_dtype == cell.variable_dtype
     )
 
 
-def torch_lstm(cell, sequences, initial_state, go_backwards, return_sequences):
+def torch_rnn(cell, sequences, initial_state, go_backwards, return_sequences):
     """``(last_output, outputs, final_states)`` as :func:`eager_rnn` returns them, from
-    PyTorch's own LSTM kernel (``torch.nn.LSTM``'s: oneDNN on a CPU, cuDNN on a GPU) called on
-    the cell's weights.
+    PyTorch's own kernel (``torch.nn.LSTM``'s or ``torch.nn.GRU``'s: oneDNN on a CPU, cuDNN
+    on a GPU) called on the cell's weights.
 
-    The vanilla LSTM is the one case where PyTorch ships the cell's equations as one fused
-    kernel, with its gates in Keras's order (input, forget, candidate, output): the kernels
-    are the transposes of ``kernel`` and ``recurrent_kernel``, and ``bias`` is the input bias
-    (the recurrent one zero). Gradients reach the Keras variables through those views. As with
-    cuDNN in ``keras.layers.LSTM``, the cell's ``transition`` is not called here; tests/
-    test_eager_path.py proves the two equal.
+    The vanilla LSTM and the GRU with ``reset_after=True`` are the cells PyTorch ships as fused
+    kernels with the same equations. Its weights are the transposes of ``kernel`` and
+    ``recurrent_kernel``, gate blocks in its order: the LSTM's is Keras's (input, forget,
+    candidate, output); the GRU's is (reset, update, new) where Keras has (update, reset,
+    candidate). The LSTM's ``bias`` is the input bias (the recurrent one zero); the GRU's two
+    rows are the input and recurrent biases. Gradients reach the Keras variables through these
+    views. As with cuDNN in ``keras.layers.LSTM``, the cell's ``transition`` is not called
+    here; tests/test_eager_path.py proves the two equal.
     """
     import torch
 
-    x = torch.flip(sequences, [1]) if go_backwards else sequences
+    gru = type(cell) is GRUCell
+
+    def ordered(weight):  # gate blocks on the last axis, in PyTorch's order
+        if not gru:
+            return weight
+        update, reset, candidate = torch.chunk(weight, 3, dim=-1)
+        return torch.cat([reset, update, candidate], dim=-1)
+
     weights = {
-        "weight_ih_l0": cell.kernel.value.T,
-        "weight_hh_l0": cell.recurrent_kernel.value.T,
+        "weight_ih_l0": ordered(cell.kernel.value).T,
+        "weight_hh_l0": ordered(cell.recurrent_kernel.value).T,
     }
     if cell.bias is not None:
-        weights["bias_ih_l0"] = cell.bias.value
-        weights["bias_hh_l0"] = torch.zeros_like(cell.bias.value)
-    module = _torch_lstm(x.shape[-1], cell.units, cell.bias is not None, x.dtype, x.device)
-    h_0, c_0 = (state[None] for state in initial_state)
+        bias = cell.bias.value
+        weights["bias_ih_l0"] = ordered(bias[0] if gru else bias)
+        weights["bias_hh_l0"] = ordered(bias[1]) if gru else torch.zeros_like(bias)
+    x = torch.flip(sequences, [1]) if go_backwards else sequences
+    kind = "GRU" if gru else "LSTM"
+    module = _torch_module(kind, x.shape[-1], cell.units, cell.bias is not None, x.dtype, x.device)
+    states = tuple(state[None] for state in initial_state)
     with warnings.catch_warnings():  # on a GPU: "weights are not part of single contiguous chunk"
         warnings.simplefilter("ignore", UserWarning)
-        outputs, (h, c) = torch.func.functional_call(module, weights, (x, (h_0, c_0)))
-    return h[0], outputs if return_sequences else h[0][:, None], [h[0], c[0]]
+        outputs, final = torch.func.functional_call(
+            module, weights, (x, states[0] if gru else states)
+        )
+    final = [final[0]] if gru else [state[0] for state in final]
+    last = final[0]
+    return last, outputs if return_sequences else last[:, None], final
 
 
 @functools.cache
-def _torch_lstm(features, units, bias, dtype, device):
-    """A ``torch.nn.LSTM`` whose own weights are never used (``functional_call`` passes ours)."""
+def _torch_module(kind, features, units, bias, dtype, device):
+    """A ``torch.nn.LSTM`` or ``GRU`` whose own weights are never used (``functional_call``
+    passes ours)."""
     import torch
 
-    return torch.nn.LSTM(features, units, bias=bias, batch_first=True, dtype=dtype, device=device)
+    module = getattr(torch.nn, kind)
+    return module(features, units, bias=bias, batch_first=True, dtype=dtype, device=device)

@@ -57,7 +57,7 @@ def _take_kernel_choice(layer, kwargs):
     """Take ``keras.layers.LSTM``/``GRU``'s kernel choices out of ``kwargs``, so a drop-in
     accepts the stock layer's arguments: ``implementation`` (1 or 2: the same equations either
     way) and ``use_cudnn`` ("auto" or False, returned: False keeps the torch backend off
-    PyTorch's fused kernel, see :func:`~keras_lstm_variants.fast.fused_supported`; never
+    PyTorch's fused kernels, see :func:`~keras_lstm_variants.fast.fused_supported`; never
     TensorFlow's cuDNN kernel)."""
     kind = type(layer).__name__
     implementation = kwargs.pop("implementation", 2)
@@ -217,7 +217,7 @@ class VariantRNN(layers.RNN):
             return fast.rnn(cell, sequences, initial_state, mask, go_backwards, zeros, training)
         if fast.fused_supported(self, sequences, mask, training):
             backwards, every = self.go_backwards, self.return_sequences
-            return fast.torch_lstm(cell, sequences, initial_state, backwards, every)
+            return fast.torch_rnn(cell, sequences, initial_state, backwards, every)
         if fast.eager_supported(self, sequences, mask, training):
             backwards, every = self.go_backwards, self.return_sequences
             return fast.eager_rnn(cell, sequences, initial_state, backwards, every, training)
@@ -319,7 +319,9 @@ class GreffLSTM(_LSTMOptions, VariantRNN):
 @register
 class GRU(VariantRNN):
     __doc__ = (
-        "The GRU over a sequence; the arguments and weights of ``keras.layers.GRU``."
+        "The GRU over a sequence; the arguments and weights of ``keras.layers.GRU`` (on the"
+        " torch backend it runs PyTorch's own GRU kernel where it computes the same thing:"
+        " :func:`~keras_lstm_variants.fast.fused_supported`)."
         + _LAYER_ARGS.format(cell="GRUCell")
     )
     cell_class = GRUCell

@@ -5,10 +5,11 @@ compared with ``keras.layers.RNN(cell)`` on the same weights: outputs, final sta
 gradients of the inputs, the (non-zero) initial states and every weight, in training and in
 inference, forwards and with ``go_backwards``, float32 at 1e-5 relative. Then the cases it must
 leave to Keras's loop, and (on torch) that the layers really take it. Last, on torch, the
-vanilla LSTM's PyTorch kernel (``torch_lstm``) against the same reference, and what it leaves
-to the cell.
+PyTorch kernels of the vanilla LSTM and the GRU (``torch_rnn``) against the same reference,
+and what they leave to the cell.
 """
 
+import functools
 import types
 
 import keras
@@ -122,21 +123,25 @@ torch_only = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the 
 
 @torch_only
 def test_torch_layers_take_it(calls, monkeypatch):
-    fused = count_calls(monkeypatch, fast, "torch_lstm")
+    fused = count_calls(monkeypatch, fast, "torch_rnn")
     x = np.random.default_rng(3).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
     for layer_class, arguments in CONFIGS.values():
         layer_class(UNITS, **arguments)(x)
-    keras.layers.Bidirectional(klv.GRU(UNITS))(x)
+    keras.layers.Bidirectional(klv.PeepholeLSTM(UNITS))(x)
     keras.layers.Bidirectional(klv.LSTM(UNITS))(x)
-    assert (len(calls), len(fused)) == (len(CONFIGS) - 1 + 2, 1 + 2)
+    kernels = ("lstm", "gru")  # the other CONFIGS step the cell
+    assert (len(calls), len(fused)) == (len(CONFIGS) - len(kernels) + 2, len(kernels) + 2)
 
 
-#: The configurations PyTorch's LSTM kernel runs: our LSTM without options.
+#: The configurations PyTorch's kernels run: our LSTM and GRU without options.
 FUSED = {
-    "lstm": ({}, "float32"),
-    "no-bias": ({"use_bias": False}, "float32"),
-    "float64": ({"unit_forget_bias": False}, "float64"),
-    "dropout-at-inference": ({"dropout": 0.3, "recurrent_dropout": 0.3}, "float32"),
+    "lstm": (klv.LSTM, {}, "float32"),
+    "lstm-no-bias": (klv.LSTM, {"use_bias": False}, "float32"),
+    "lstm-float64": (klv.LSTM, {"unit_forget_bias": False}, "float64"),
+    "lstm-dropout": (klv.LSTM, {"dropout": 0.3, "recurrent_dropout": 0.3}, "float32"),
+    "gru": (klv.GRU, {}, "float32"),
+    "gru-no-bias": (klv.GRU, {"use_bias": False}, "float32"),
+    "gru-float64": (klv.GRU, {}, "float64"),
 }
 
 
@@ -144,20 +149,20 @@ FUSED = {
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
 @pytest.mark.parametrize("config", FUSED)
-def test_torch_kernel_equals_keras_rnn(config, go_backwards, training, monkeypatch):
-    arguments, dtype = FUSED[config]
+def test_torch_kernels_equal_keras_rnn(config, go_backwards, training, monkeypatch):
+    layer_class, arguments, dtype = FUSED[config]
     if training and arguments.get("dropout"):
         pytest.skip("dropout in training steps the cell (test_keras_loop_cases)")
-    fused = count_calls(monkeypatch, fast, "torch_lstm")
+    fused = count_calls(monkeypatch, fast, "torch_rnn")
     options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
-    layer = klv.LSTM(UNITS, dtype=dtype, **options, **arguments)
+    layer = layer_class(UNITS, dtype=dtype, **options, **arguments)
     layer.build((BATCH, TIME, FEATURES))
     randomize(layer)
     reference = keras.layers.RNN(layer.cell, dtype=dtype, **options)
     reference.build((BATCH, TIME, FEATURES))
     generator = np.random.default_rng(4)
     x = generator.normal(size=(BATCH, TIME, FEATURES)).astype(dtype)
-    states = [generator.normal(0, 0.5, (BATCH, UNITS)).astype(dtype) for _ in range(2)]
+    states = [generator.normal(0, 0.5, (BATCH, s)).astype(dtype) for s in layer.state_size]
     got = run_with_gradients(layer, x, states, training=training)
     assert fused, "the layer ran PyTorch's kernel"
     expected = run_with_gradients(reference, x, states, training=training)
@@ -171,7 +176,7 @@ def test_torch_kernel_equals_keras_rnn(config, go_backwards, training, monkeypat
     [
         "peephole",
         "cifg",
-        "gru",
+        "greff",
         "layer_norm",
         "proj_units",
         "cell_clip",
@@ -179,11 +184,19 @@ def test_torch_kernel_equals_keras_rnn(config, go_backwards, training, monkeypat
         "use_cudnn",
         "mixed_float16",
         "mask",
+        "gru-reset-before",
+        "gru-layer-norm",
+        "gru-hard-sigmoid",
+        "gru-use_cudnn",
     ],
 )
 def test_torch_kernel_cases(case, monkeypatch):
-    """What PyTorch's kernel does not compute is left to the cell."""
-    layer_class = {"peephole": klv.PeepholeLSTM, "cifg": klv.CIFGLSTM, "gru": klv.GRU}
+    """What PyTorch's kernels do not compute is left to the cell."""
+    layer_class = {"peephole": klv.PeepholeLSTM, "cifg": klv.CIFGLSTM}.get(case, klv.LSTM)
+    if case == "greff":
+        layer_class = functools.partial(klv.GreffLSTM, variant="NP")  # = LSTM, but a subclass
+    elif case.startswith("gru"):
+        layer_class = klv.GRU
     arguments = {
         "layer_norm": {"layer_norm": True},
         "proj_units": {"proj_units": 3},
@@ -191,10 +204,15 @@ def test_torch_kernel_cases(case, monkeypatch):
         "relu": {"activation": "relu"},
         "use_cudnn": {"use_cudnn": False},
         "mixed_float16": {"dtype": "mixed_float16"},
+        "gru-reset-before": {"reset_after": False},
+        "gru-layer-norm": {"layer_norm": True},
+        "gru-hard-sigmoid": {"recurrent_activation": "hard_sigmoid"},
+        "gru-use_cudnn": {"use_cudnn": False},
     }.get(case, {})
-    layer = layer_class.get(case, klv.LSTM)(UNITS, **arguments)
+    layer = layer_class(UNITS, **arguments)
     sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
     on(monkeypatch, "torch")
-    assert fast.fused_supported(klv.LSTM(UNITS), sequences, None, training=True)
+    for kernel in (klv.LSTM, klv.GRU):
+        assert fast.fused_supported(kernel(UNITS), sequences, None, training=True)
     mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
     assert not fast.fused_supported(layer, sequences, mask, training=True)
