@@ -321,8 +321,7 @@ class GRU(VariantRNN):
     __doc__ = (
         "The GRU over a sequence; the arguments and weights of ``keras.layers.GRU`` (on the"
         " torch backend it runs PyTorch's own GRU kernel where it computes the same thing:"
-        " :func:`~keras_lstm_variants.fast.fused_supported`)."
-        + _LAYER_ARGS.format(cell="GRUCell")
+        " :func:`~keras_lstm_variants.fast.fused_supported`)." + _LAYER_ARGS.format(cell="GRUCell")
     )
     cell_class = GRUCell
     drop_in = True
