@@ -176,6 +176,21 @@ def gradients(layer, loss, arrays, jit_compile=False, has_aux=False):
     return grads
 
 
+def with_keras_rnn(layer_class, shape, dtype="float32", **arguments):
+    """``layer_class(**arguments)`` built for ``shape`` with random weights (:func:`randomize`),
+    and ``keras.layers.RNN`` over the same cell with the same sequence options (the oracle of
+    the layers' own loops)."""
+    layer = layer_class(dtype=dtype, **arguments)
+    layer.build(shape)
+    randomize(layer)
+    options = ("return_sequences", "return_state", "go_backwards", "zero_output_for_mask")
+    reference = keras.layers.RNN(
+        layer.cell, dtype=dtype, **{key: getattr(layer, key) for key in options}
+    )
+    reference.build(shape)
+    return layer, reference
+
+
 def count_calls(monkeypatch, owner, name):
     """Wrap ``owner.name`` (for the test) to count its calls: the returned list grows by one
     per call (each trace counts)."""

@@ -15,7 +15,7 @@ import types
 import keras
 import numpy as np
 import pytest
-from helpers import count_calls, float64_tolerance, randomize, run_with_gradients
+from helpers import count_calls, float64_tolerance, randomize, run_with_gradients, with_keras_rnn
 
 import keras_lstm_variants as klv
 from keras_lstm_variants import fast
@@ -61,20 +61,28 @@ def on(monkeypatch, backend):
 @pytest.mark.parametrize("config", CONFIGS)
 def test_equals_keras_rnn(config, go_backwards, training, forced, calls):
     layer_class, arguments = CONFIGS[config]
-    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
-    layer = layer_class(UNITS, **options, **arguments)
-    layer.build((BATCH, TIME, FEATURES))
-    randomize(layer)
-    reference = keras.layers.RNN(layer.cell, **options)
-    reference.build((BATCH, TIME, FEATURES))
-    generator = np.random.default_rng(1)
-    x = generator.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
-    states = [generator.normal(0, 0.5, (BATCH, s)).astype("float32") for s in layer.state_size]
-    got = run_with_gradients(layer, x, states, training=training)
+    got, expected = with_reference(layer_class, arguments, go_backwards, training)
     assert calls, "the layer took the eager loop"
-    expected = run_with_gradients(reference, x, states, training=training)
-    for a, b in zip(keras.tree.flatten(got), keras.tree.flatten(expected), strict=True):
+    for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
+
+
+def with_reference(layer_class, arguments, go_backwards, training, dtype="float32"):
+    """The results and gradients (``run_with_gradients``) of ``layer_class(UNITS,
+    **arguments)`` and of ``keras.layers.RNN`` over its cell, both returning sequences and
+    states, on the same random inputs and non-zero initial states; each flattened."""
+    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
+    shape = (BATCH, TIME, FEATURES)
+    layer, reference = with_keras_rnn(
+        layer_class, shape, dtype, units=UNITS, **options, **arguments
+    )
+    generator = np.random.default_rng(1)
+    x = generator.normal(size=(BATCH, TIME, FEATURES)).astype(dtype)
+    states = [generator.normal(0, 0.5, (BATCH, s)).astype(dtype) for s in layer.state_size]
+    return [
+        keras.tree.flatten(run_with_gradients(model, x, states, training=training))
+        for model in (layer, reference)
+    ]
 
 
 @pytest.mark.parametrize("return_sequences", [False, True])
@@ -154,20 +162,10 @@ def test_torch_kernels_equal_keras_rnn(config, go_backwards, training, monkeypat
     if training and arguments.get("dropout"):
         pytest.skip("dropout in training steps the cell (test_keras_loop_cases)")
     fused = count_calls(monkeypatch, fast, "torch_rnn")
-    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
-    layer = layer_class(UNITS, dtype=dtype, **options, **arguments)
-    layer.build((BATCH, TIME, FEATURES))
-    randomize(layer)
-    reference = keras.layers.RNN(layer.cell, dtype=dtype, **options)
-    reference.build((BATCH, TIME, FEATURES))
-    generator = np.random.default_rng(4)
-    x = generator.normal(size=(BATCH, TIME, FEATURES)).astype(dtype)
-    states = [generator.normal(0, 0.5, (BATCH, s)).astype(dtype) for s in layer.state_size]
-    got = run_with_gradients(layer, x, states, training=training)
-    assert fused, "the layer ran PyTorch's kernel"
-    expected = run_with_gradients(reference, x, states, training=training)
+    got, expected = with_reference(layer_class, arguments, go_backwards, training, dtype)
+    assert len(fused) == 1, "the layer ran PyTorch's kernel (the reference did not)"
     tolerance = TOLERANCE if dtype == "float32" else float64_tolerance(1e-10, 1e-12)
-    for a, b in zip(keras.tree.flatten(got), keras.tree.flatten(expected), strict=True):
+    for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, **tolerance)
 
 

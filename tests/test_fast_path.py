@@ -12,7 +12,7 @@ import types
 import keras
 import numpy as np
 import pytest
-from helpers import count_calls, randomize
+from helpers import count_calls, randomize, with_keras_rnn
 
 import keras_lstm_variants as klv
 from keras_lstm_variants import fast
@@ -96,11 +96,9 @@ def test_equals_keras_rnn(config, go_backwards, masking, calls):
     layer_class, arguments = CONFIGS[config]
     zeros = masking == "padded-zeros"
     options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
-    layer = layer_class(UNITS, zero_output_for_mask=zeros, **options, **arguments)
-    layer.build((BATCH, TIME, FEATURES))
-    randomize(layer)
-    reference = keras.layers.RNN(layer.cell, zero_output_for_mask=zeros, **options)
-    reference.build((BATCH, TIME, FEATURES))
+    shape = (BATCH, TIME, FEATURES)
+    options.update(units=UNITS, zero_output_for_mask=zeros)
+    layer, reference = with_keras_rnn(layer_class, shape, **options, **arguments)
     assert [id(v) for v in reference.trainable_variables] == [
         id(v) for v in layer.trainable_variables
     ]
