@@ -207,7 +207,10 @@ class VariantRNN(layers.RNN):
         (the same steps, the weight gradients taken after the loop) where
         :func:`~keras_lstm_variants.fast.supported` allows; the torch backend, which runs op by
         op, takes :func:`~keras_lstm_variants.fast.eager_rnn` (one input GEMM, then a plain
-        loop over ``transition``) where :func:`~keras_lstm_variants.fast.eager_supported` does.
+        loop over ``transition``) where :func:`~keras_lstm_variants.fast.eager_supported` does,
+        and the plain LSTM and GRU there run PyTorch's own kernels
+        (:func:`~keras_lstm_variants.fast.torch_rnn`) where
+        :func:`~keras_lstm_variants.fast.fused_supported` does.
         """
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
