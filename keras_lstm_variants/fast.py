@@ -70,6 +70,22 @@ CELLS = (LSTMCell, PeepholeLSTMCell, CIFGLSTMCell, GreffLSTMCell)
 #: (keep the products, recompute the elementwise ops) 1.01 and 0.91; "nothing_saveable"
 #: (recompute the products too) 1.21 and 0.91; None (keep everything) 1.08.
 POLICY = "dots_saveable"
+#: ``lax.scan``'s ``unroll`` (steps per loop iteration) on a GPU or TPU; on a CPU the loop is
+#: not unrolled. Measured on an H100 (docs/speed-gpu.md): each iteration launches kernels, and
+#: unrolling 8 steps fuses across them.
+ACCELERATOR_UNROLL = 8
+
+
+def accelerator():
+    """Whether JAX's default device is a GPU or TPU (where :func:`scan_supported` applies)."""
+    import jax
+
+    return jax.default_backend() != "cpu"
+
+
+def unroll():
+    """``lax.scan``'s ``unroll`` for JAX's default device."""
+    return ACCELERATOR_UNROLL if accelerator() else 1
 
 
 def supported(layer, sequences, training):
@@ -89,10 +105,39 @@ def supported(layer, sequences, training):
     )
 
 
-def rnn(cell, sequences, initial_state, mask, go_backwards, zero_output_for_mask, training):
+def scan_supported(layer, sequences, training):
+    """Whether ``layer`` takes :func:`rnn` without its custom gradient: JAX on a GPU or TPU,
+    where the unrolled scan beats Keras's (:data:`ACCELERATOR_UNROLL`), for every cell
+    :func:`eager_supported` takes, in inference and in training."""
+    cell = layer.cell
+    return (
+        ENABLED
+        and backend.backend() == "jax"
+        and accelerator()
+        and type(cell) in EAGER_CELLS
+        and not any(cell.zoneout_rates.values())  # applied after transition, in gates
+        and not (training and (cell.dropout or cell.recurrent_dropout))
+        and not layer.unroll
+        and sequences.shape[1] is not None
+    )
+
+
+def rnn(
+    cell,
+    sequences,
+    initial_state,
+    mask,
+    go_backwards,
+    zero_output_for_mask,
+    training,
+    weight_gradients_after=True,
+):
     """``(last_output, outputs, final_states)`` as Keras's JAX ``rnn`` returns them for the
     step ``cell.gates``: outputs in processing order; a masked step keeps the states and
-    outputs the carried ``h`` (zeros with ``zero_output_for_mask``)."""
+    outputs the carried ``h`` (zeros with ``zero_output_for_mask``).
+
+    ``weight_gradients_after``: the custom gradient above (where :func:`supported`); else
+    the same loop, differentiated by JAX as it stands (where only :func:`scan_supported`)."""
     import jax
     import jax.numpy as jnp
 
@@ -100,7 +145,7 @@ def rnn(cell, sequences, initial_state, mask, go_backwards, zero_output_for_mask
     position = {id(w): i for i, w in enumerate(weights)}
     # W, U and b: their gradients are taken after the loop; the others' inside it.
     outer = [position[id(cell.kernel)], position[id(cell.recurrent_kernel)]]
-    if cell.input_bias is not None:
+    if weight_gradients_after and cell.input_bias is not None:
         outer.append(position[id(cell.input_bias)])
     inner = [i for i in range(len(weights)) if i not in outer]
 
@@ -122,7 +167,7 @@ def rnn(cell, sequences, initial_state, mask, go_backwards, zero_output_for_mask
 
         if e is not None and POLICY is not None:
             body = jax.checkpoint(body, policy=getattr(jax.checkpoint_policies, POLICY))
-        final, outputs = jax.lax.scan(body, tuple(states), (x, mask, e))
+        final, outputs = jax.lax.scan(body, tuple(states), (x, mask, e), unroll=unroll())
         return outputs, final
 
     @jax.custom_vjp
@@ -168,7 +213,11 @@ def rnn(cell, sequences, initial_state, mask, go_backwards, zero_output_for_mask
     if go_backwards:
         x = jnp.flip(x, 0)
         mask = None if mask is None else jnp.flip(mask, 0)
-    outputs, final = loop([w.value for w in weights], x, tuple(initial_state), mask)
+    values = [w.value for w in weights]
+    if weight_gradients_after:
+        outputs, final = loop(values, x, tuple(initial_state), mask)
+    else:
+        outputs, final = loop_with(values, x, mask, None, tuple(initial_state))
     if mask is not None and zero_output_for_mask:
         outputs = jnp.where(mask, outputs, jnp.zeros_like(outputs))
     outputs = jnp.swapaxes(outputs, 0, 1)
@@ -267,9 +316,9 @@ def torch_rnn(cell, sequences, initial_state, go_backwards, return_sequences):
         update, reset, candidate = torch.chunk(weight, 3, dim=-1)
         return torch.cat([reset, update, candidate], dim=-1)
 
-    weights = {
-        "weight_ih_l0": ordered(cell.kernel.value).T,
-        "weight_hh_l0": ordered(cell.recurrent_kernel.value).T,
+    weights = {  # contiguous: cuDNN views each weight as one flat block
+        "weight_ih_l0": ordered(cell.kernel.value).T.contiguous(),
+        "weight_hh_l0": ordered(cell.recurrent_kernel.value).T.contiguous(),
     }
     if cell.bias is not None:
         bias = cell.bias.value

@@ -215,9 +215,12 @@ class VariantRNN(layers.RNN):
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         cell = self.cell
-        if fast.supported(self, sequences, training):
+        after = fast.supported(self, sequences, training)
+        if after or fast.scan_supported(self, sequences, training):
             go_backwards, zeros = self.go_backwards, self.zero_output_for_mask
-            return fast.rnn(cell, sequences, initial_state, mask, go_backwards, zeros, training)
+            return fast.rnn(
+                cell, sequences, initial_state, mask, go_backwards, zeros, training, after
+            )
         if fast.fused_supported(self, sequences, mask, training):
             backwards, every = self.go_backwards, self.return_sequences
             return fast.torch_rnn(cell, sequences, initial_state, backwards, every)

@@ -13,7 +13,11 @@
 #    layers under JAX with XLA, Keras on torch, and torch.nn.LSTM / nn.GRU (cuDNN) as the
 #    anchors, at the default and long shapes, then the default shape at T = 1000 (is the time per
 #    step flat from T = 100 to 1000?). Results: gpu-bench.json, gpu-bench-T1000.json and the
-#    tables on stdout (also in gpu-bench.txt).
+#    tables on stdout (also in gpu-bench.txt), in $RESULTS (default: the repository root).
+#        scripts/gpu_bench.sh test
+#    runs the backend-independent tests (every cell against the NumPy oracles, the layers' own
+#    loops and PyTorch's kernels against keras.layers.RNN(cell)) on the GPU, under JAX and torch,
+#    with float32 matrix products in full float32 (not TF32); logs in $RESULTS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.whl
@@ -34,8 +38,11 @@ download)
     python3 -m pip wheel --no-deps --no-build-isolation -w "$WHEELS" .
     ls -l "$WHEELS"
     ;;
-run)
+run | test)
+    mode=$1
     shift
+    results=${RESULTS:-.}
+    mkdir -p "$results"
     ls "$WHEELS"/keras-*.whl "$WHEELS"/keras_lstm_variants-*.whl >/dev/null ||
         { echo "no wheels in $WHEELS: run '$0 download' where PyPI is reachable" >&2; exit 2; }
     site=${SITE:-/tmp/klv-site}
@@ -44,21 +51,36 @@ run)
     python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" \
         "$WHEELS"/*.whl
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+    # Keras's default backend is TensorFlow, which such a machine lacks: the bench's own
+    # process imports Keras on JAX (each backend it measures runs in a subprocess).
+    export KERAS_BACKEND=${KERAS_BACKEND:-jax}
     # JAX must not take 75% of the GPU up front: torch shares the device with it.
     export XLA_PYTHON_CLIENT_PREALLOCATE=false
     python3 -c "import jax, torch; print('jax', jax.__version__, jax.devices()); \
 print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+    if [ "$mode" = test ]; then
+        # float32 products in float32: the tests' tolerances are float32's, not TF32's.
+        export JAX_DEFAULT_MATMUL_PRECISION=highest TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=0
+        tests=(tests/test_cells.py tests/test_layers.py tests/test_smoke.py tests/test_errors.py
+            tests/test_fast_path.py tests/test_eager_path.py)
+        status=0
+        for backend in jax torch; do
+            KERAS_BACKEND=$backend python3 -m pytest -q -p no:cacheprovider -n "${JOBS:-8}" \
+                "${tests[@]}" "$@" 2>&1 | tee "$results/gpu-tests-$backend.txt" || status=1
+        done
+        exit $status
+    fi
     run_bench() {
         python3 -m keras_lstm_variants bench --backend jax,torch --sections speed "$@"
     }
     {
-        run_bench --json gpu-bench.json "$@"
+        run_bench --json "$results/gpu-bench.json" "$@"
         run_bench --batch 64 --time 1000 --features 64 --units 256 \
-            --json gpu-bench-T1000.json "$@"
-    } | tee gpu-bench.txt
+            --json "$results/gpu-bench-T1000.json" "$@"
+    } | tee "$results/gpu-bench.txt"
     ;;
 *)
-    sed -n '2,16p' "$0" >&2
+    sed -n '2,21p' "$0" >&2
     exit 2
     ;;
 esac

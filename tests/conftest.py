@@ -21,6 +21,13 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.g
 
 BACKEND = os.environ["KERAS_BACKEND"]
 
+if BACKEND == "torch":
+    import torch
+
+    # On a GPU, cuDNN's float32 RNN kernels use TF32 by default (10-bit mantissa products);
+    # the tests' tolerances are float32's. No effect on a CPU.
+    torch.backends.cudnn.allow_tf32 = False
+
 
 def pytest_configure(config):
     config.addinivalue_line(

@@ -161,7 +161,9 @@ def gradients(layer, loss, arrays, jit_compile=False, has_aux=False):
 
         if jit_compile:
             pytest.skip("PyTorch has no XLA (Keras's jit_compile there is torch.compile)")
-        tensors = [torch.tensor(array, requires_grad=True) for array in arrays]
+        tensors = [  # on Keras's device (the GPU where there is one)
+            keras.ops.convert_to_tensor(array).detach().requires_grad_() for array in arrays
+        ]
         value, aux = loss(*tensors) if has_aux else (loss(*tensors), None)
         sources = tensors + [variable.value for variable in variables]
         grads = torch.autograd.grad(value, sources, allow_unused=True)

@@ -55,9 +55,9 @@ def calls(monkeypatch):
     return count_calls(monkeypatch, fast, "rnn")
 
 
-def run(layer, x, states, mask, seed=7):
+def run(layer, x, states, mask, seed=7, training=True):
     """Outputs, states and the gradients of a random linear probe of them with respect to
-    ``x``, the initial states and every trainable weight (``training=True``)."""
+    ``x``, the initial states and every trainable weight."""
     import jax
 
     probes = []
@@ -69,7 +69,7 @@ def run(layer, x, states, mask, seed=7):
             x,
             initial_state=list(states),
             mask=mask,
-            training=True,
+            training=training,
         )
         generator = np.random.default_rng(seed)
         probes[:] = [generator.normal(size=r.shape).astype("float32") for r in results]
@@ -112,6 +112,93 @@ def test_equals_keras_rnn(config, go_backwards, masking, calls):
     assert len(got) == len(expected) == 2 + 2 * len(states) + len(layer.trainable_variables)
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
+
+
+#: The accelerator's loop (``fast.scan_supported``): the custom-gradient configurations above
+#: and the cells it takes without that gradient.
+SCAN_CONFIGS = {
+    **{name: CONFIGS[name] for name in ("lstm", "lstm-options", "peephole-fo", "greff-FGR")},
+    "lstm-layer_norm": (klv.LSTM, {"layer_norm": True, "proj_units": 3}),
+    "gru": (klv.GRU, {}),
+    "gru-reset-before": (klv.GRU, {"reset_after": False, "use_bias": False}),
+    "cifg-inference-dropout": (klv.CIFGLSTM, {"dropout": 0.3, "recurrent_dropout": 0.2}),
+}
+
+
+@pytest.fixture
+def accelerator(monkeypatch):
+    """JAX as on a GPU: ``fast.accelerator()`` says yes, so the scans unroll
+    ``ACCELERATOR_UNROLL`` steps (more than ``TIME``: the remainder is exercised too)."""
+    monkeypatch.setattr(fast, "accelerator", lambda: True)
+    assert fast.unroll() == fast.ACCELERATOR_UNROLL > 1
+
+
+#: (config, go_backwards, training): each config forwards in training (dropout there steps the
+#: cell) and backwards in inference, the LSTM and the GRU all four ways.
+SCAN_RUNS = [(config, False, True) for config in SCAN_CONFIGS if "dropout" not in config]
+SCAN_RUNS += [(config, True, False) for config in SCAN_CONFIGS]
+SCAN_RUNS += [(config, True, True) for config in ("lstm", "gru")]
+SCAN_RUNS += [(config, False, False) for config in ("lstm", "gru")]
+
+
+@pytest.mark.parametrize(("config", "go_backwards", "training"), SCAN_RUNS)
+def test_accelerator_loop_equals_keras_rnn(config, go_backwards, training, accelerator, calls):
+    """19 steps: two whole unrolled iterations of 8 and a remainder of 3."""
+    time = 2 * fast.ACCELERATOR_UNROLL + 3
+    layer_class, arguments = SCAN_CONFIGS[config]
+    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
+    shape = (BATCH, time, FEATURES)
+    layer, reference = with_keras_rnn(layer_class, shape, units=UNITS, **options, **arguments)
+    generator = np.random.default_rng(5)
+    x = generator.normal(size=shape).astype("float32")
+    states = [generator.normal(0, 0.5, (BATCH, s)).astype("float32") for s in layer.state_size]
+    mask = np.ones((BATCH, time), dtype=bool)
+    mask[0, :2] = mask[1, 3:5] = mask[2, -2:] = False
+    got = run(layer, x, states, mask, training=training)
+    assert calls, "the layer took the accelerator's loop"
+    for a, b in zip(got, run(reference, x, states, mask, training=training), strict=True):
+        np.testing.assert_allclose(a, b, **TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["cpu", "tensorflow", "zoneout", "dropout", "unroll", "unknown time", "subclass", "slstm"],
+)
+def test_accelerator_loop_fallback_cases(case, monkeypatch):
+    if case != "cpu":
+        monkeypatch.setattr(fast, "accelerator", lambda: True)
+    if case == "tensorflow":
+        monkeypatch.setattr(fast.backend, "backend", lambda: "tensorflow")
+    arguments = {"zoneout": {"zoneout": 0.1}, "dropout": {"recurrent_dropout": 0.1}}
+    arguments["unroll"] = {"unroll": True}
+    layer = (klv.SLSTM if case == "slstm" else klv.GRU)(UNITS, **arguments.get(case, {}))
+    if case == "subclass":
+        layer = types.SimpleNamespace(cell=SubclassCell(UNITS), unroll=False)
+    sequences = types.SimpleNamespace(shape=(BATCH, None if case == "unknown time" else TIME, 4))
+    assert not fast.scan_supported(layer, sequences, True)
+
+
+def test_accelerator_inference_keeps_forward_mode(accelerator, calls):
+    """Inference on the accelerator's loop has no custom gradient: ``jax.jvp`` works."""
+    import jax
+
+    layer = klv.LSTM(UNITS)
+    x = np.random.default_rng(4).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    layer.build(x.shape)
+    values = [v.value for v in layer.trainable_variables]
+    fixed = [v.value for v in layer.non_trainable_variables]
+
+    def tangent():
+        output = lambda x: layer.stateless_call(values, fixed, x)[0]  # noqa: E731
+        return jax.jvp(output, (x,), (np.ones_like(x),))[1]
+
+    got = tangent()
+    assert calls, "inference took the accelerator's loop"
+    fast.ENABLED = False
+    try:
+        np.testing.assert_allclose(got, tangent(), **TOLERANCE)
+    finally:
+        fast.ENABLED = True
 
 
 def fallback(monkeypatch):

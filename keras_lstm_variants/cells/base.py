@@ -190,7 +190,9 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         the previous value is kept, as the sequence layers draw them (:meth:`zoneout_masks`);
         without them, a training step draws its own from the cell's seed generator.
         """
-        states = list(states)
+        # NumPy too: on a GPU, Keras's tensors live there and a NumPy operand would not.
+        inputs = ops.convert_to_tensor(inputs)
+        states = [ops.convert_to_tensor(state) for state in states]
         gates, new_states = self.transition(self.project(inputs, training), states, training)
         if any(self.zoneout_rates.values()):
             masks = zoneout_masks or {}
