@@ -17,7 +17,9 @@
 #        scripts/gpu_bench.sh test
 #    runs the backend-independent tests (every cell against the NumPy oracles, the layers' own
 #    loops and PyTorch's kernels against keras.layers.RNN(cell)) on the GPU, under JAX and torch,
-#    with float32 matrix products in full float32 (not TF32); logs in $RESULTS.
+#    with float32 matrix products in full float32 (not TF32); logs in $RESULTS. BACKENDS
+#    (default "jax torch") picks the backends, JOBS (default 8) the pytest-xdist workers; extra
+#    arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.whl
@@ -64,7 +66,7 @@ print('torch', torch.__version__, torch.cuda.get_device_name(0))"
         tests=(tests/test_cells.py tests/test_layers.py tests/test_smoke.py tests/test_errors.py
             tests/test_fast_path.py tests/test_eager_path.py)
         status=0
-        for backend in jax torch; do
+        for backend in ${BACKENDS:-jax torch}; do
             KERAS_BACKEND=$backend python3 -m pytest -q -p no:cacheprovider -n "${JOBS:-8}" \
                 "${tests[@]}" "$@" 2>&1 | tee "$results/gpu-tests-$backend.txt" || status=1
         done

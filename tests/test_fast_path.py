@@ -165,8 +165,7 @@ def test_accelerator_loop_equals_keras_rnn(config, go_backwards, training, accel
     ["cpu", "tensorflow", "zoneout", "dropout", "unroll", "unknown time", "subclass", "slstm"],
 )
 def test_accelerator_loop_fallback_cases(case, monkeypatch):
-    if case != "cpu":
-        monkeypatch.setattr(fast, "accelerator", lambda: True)
+    monkeypatch.setattr(fast, "accelerator", lambda: case != "cpu")
     if case == "tensorflow":
         monkeypatch.setattr(fast.backend, "backend", lambda: "tensorflow")
     arguments = {"zoneout": {"zoneout": 0.1}, "dropout": {"recurrent_dropout": 0.1}}
