@@ -15,13 +15,20 @@ import types
 import keras
 import numpy as np
 import pytest
-from helpers import count_calls, float64_tolerance, randomize, run_with_gradients, with_keras_rnn
+from helpers import (
+    count_calls,
+    float32_tolerance,
+    float64_tolerance,
+    randomize,
+    run_with_gradients,
+    with_keras_rnn,
+)
 
 import keras_lstm_variants as klv
 from keras_lstm_variants import fast
 
 BATCH, TIME, FEATURES, UNITS = 3, 6, 4, 5
-TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+TOLERANCE = float32_tolerance(1e-5, 1e-6)
 
 #: Every cell class the loop takes, with its options.
 CONFIGS = {

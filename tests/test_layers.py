@@ -11,6 +11,7 @@ from helpers import (
     UNITS,
     VARIANT_CASES,
     data,
+    float32_tolerance,
     make_cell,
     make_layer,
     padding_mask,
@@ -21,7 +22,7 @@ from helpers import (
 
 import keras_lstm_variants as klv
 
-TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
+TOLERANCE = float32_tolerance(1e-5, 1e-5)
 
 
 def build(layer, x):
