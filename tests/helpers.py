@@ -36,16 +36,16 @@ CASES = {
 
 def float32_tolerance(rtol, atol):
     """``assert_allclose`` tolerances for float32 against a stepped oracle: as given, and
-    ``rtol=1e-4, atol=1e-5`` at the least where the torch backend runs on a GPU. There,
+    ``rtol=1e-4, atol=1e-4`` at the least where the torch backend runs on a GPU. There,
     PyTorch's kernels (cuDNN, also behind the stock Keras layers) sum the same float32 products
-    in another order: measured on an H100 (docs/speed-gpu.md), up to 3.6e-5 absolute and 7e-5
-    relative on 6 steps' outputs and gradients of values near 0.5. A real fault (a swapped gate
-    block, a bias used twice) differs by more than 1e-2."""
+    in another order: measured on an H100 (docs/speed-gpu.md), up to 4.8e-5 absolute in
+    weight gradients of magnitude up to 5, after 6 steps. A real fault (a swapped gate block,
+    a bias used twice) differs by more than 1e-2."""
     if keras.backend.backend() == "torch":
         import torch
 
         if torch.cuda.is_available():
-            return {"rtol": max(rtol, 1e-4), "atol": max(atol, 1e-5)}
+            return {"rtol": max(rtol, 1e-4), "atol": max(atol, 1e-4)}
     return {"rtol": rtol, "atol": atol}
 
 
