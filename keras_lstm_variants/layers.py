@@ -205,7 +205,9 @@ class VariantRNN(layers.RNN):
 
         JAX training of the LSTM family takes :func:`keras_lstm_variants.fast.rnn` instead
         (the same steps, the weight gradients taken after the loop) where
-        :func:`~keras_lstm_variants.fast.supported` allows; the torch backend, which runs op by
+        :func:`~keras_lstm_variants.fast.supported` allows, and on a GPU or TPU every cell of
+        the LSTM family and the GRU take it, unrolled, in training and inference, where
+        :func:`~keras_lstm_variants.fast.scan_supported` does; the torch backend, which runs op by
         op, takes :func:`~keras_lstm_variants.fast.eager_rnn` (one input GEMM, then a plain
         loop over ``transition``) where :func:`~keras_lstm_variants.fast.eager_supported` does,
         and the plain LSTM and GRU there run PyTorch's own kernels
