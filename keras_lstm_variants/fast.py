@@ -324,10 +324,12 @@ def torch_rnn(cell, sequences, initial_state, go_backwards, return_sequences):
         update, reset, candidate = torch.chunk(weight, 3, dim=-1)
         return torch.cat([reset, update, candidate], dim=-1)
 
-    weights = {  # contiguous: cuDNN views each weight as one flat block
-        "weight_ih_l0": ordered(cell.kernel.value).T.contiguous(),
-        "weight_hh_l0": ordered(cell.recurrent_kernel.value).T.contiguous(),
+    weights = {
+        "weight_ih_l0": ordered(cell.kernel.value).T,
+        "weight_hh_l0": ordered(cell.recurrent_kernel.value).T,
     }
+    if sequences.device.type != "cpu":  # cuDNN views each weight as one flat block
+        weights = {name: weight.contiguous() for name, weight in weights.items()}
     if cell.bias is not None:
         bias = cell.bias.value
         weights["bias_ih_l0"] = ordered(bias[0] if gru else bias)
