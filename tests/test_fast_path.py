@@ -125,12 +125,17 @@ SCAN_CONFIGS = {
 }
 
 
+#: The unroll in these tests: the code is the same for any unroll, and 3 traces faster than 8.
+UNROLL = 3
+
+
 @pytest.fixture
 def accelerator(monkeypatch):
-    """JAX as on a GPU: ``fast.accelerator()`` says yes, so the scans unroll
-    ``ACCELERATOR_UNROLL`` steps (more than ``TIME``: the remainder is exercised too)."""
+    """JAX as on a GPU: ``fast.accelerator()`` says yes, so the scans unroll ``UNROLL`` steps.
+    (On an H100 these tests passed with the real 8 over 19 steps: docs/speed-gpu.md.)"""
     monkeypatch.setattr(fast, "accelerator", lambda: True)
-    assert fast.unroll() == fast.ACCELERATOR_UNROLL > 1
+    monkeypatch.setattr(fast, "ACCELERATOR_UNROLL", UNROLL)
+    assert fast.unroll() == UNROLL
 
 
 #: (config, go_backwards, training): each config forwards in training (dropout there steps the
@@ -143,8 +148,8 @@ SCAN_RUNS += [(config, False, False) for config in ("lstm", "gru")]
 
 @pytest.mark.parametrize(("config", "go_backwards", "training"), SCAN_RUNS)
 def test_accelerator_loop_equals_keras_rnn(config, go_backwards, training, accelerator, calls):
-    """19 steps: two whole unrolled iterations of 8 and a remainder of 3."""
-    time = 2 * fast.ACCELERATOR_UNROLL + 3
+    """Two whole unrolled iterations and a remainder of 2 steps."""
+    time = 2 * fast.ACCELERATOR_UNROLL + 2
     layer_class, arguments = SCAN_CONFIGS[config]
     options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
     shape = (BATCH, time, FEATURES)
