@@ -24,8 +24,8 @@ BACKEND = os.environ["KERAS_BACKEND"]
 if BACKEND == "torch":
     import torch
 
-    # On a GPU, cuDNN's float32 RNN kernels use TF32 by default (10-bit mantissa products);
-    # the tests' tolerances are float32's. No effect on a CPU.
+    # On a GPU, cuDNN may compute float32 in TF32 (10-bit mantissa products), which PyTorch
+    # allows by default; the tests' tolerances are float32's. No effect on a CPU.
     torch.backends.cudnn.allow_tf32 = False
 
 
