@@ -117,16 +117,12 @@ def scan_supported(layer, sequences, training):
     """Whether ``layer`` takes :func:`rnn` without its custom gradient: JAX on a GPU or TPU,
     where the unrolled scan beats Keras's (:data:`ACCELERATOR_UNROLL`), for every cell
     :func:`eager_supported` takes, in inference and in training."""
-    cell = layer.cell
     return (
         ENABLED
         and backend.backend() == "jax"
         and accelerator()
-        and type(cell) in EAGER_CELLS
-        and not any(cell.zoneout_rates.values())  # applied after transition, in gates
-        and not (training and (cell.dropout or cell.recurrent_dropout))
-        and not layer.unroll
         and sequences.shape[1] is not None
+        and _steps_transition(layer, training)
     )
 
 
@@ -150,12 +146,6 @@ def rnn(
     import jax.numpy as jnp
 
     weights = list(cell.weights)
-    position = {id(w): i for i, w in enumerate(weights)}
-    # W, U and b: their gradients are taken after the loop; the others' inside it.
-    outer = [position[id(cell.kernel)], position[id(cell.recurrent_kernel)]]
-    if weight_gradients_after and cell.input_bias is not None:
-        outer.append(position[id(cell.input_bias)])
-    inner = [i for i in range(len(weights)) if i not in outer]
 
     def loop_with(values, x, mask, e, states):
         """The forward loop; ``e[t]`` (zeros, or ``None``) is added to step t's ``z``."""
@@ -177,6 +167,38 @@ def rnn(
             body = jax.checkpoint(body, policy=getattr(jax.checkpoint_policies, POLICY))
         final, outputs = jax.lax.scan(body, tuple(states), (x, mask, e), unroll=unroll())
         return outputs, final
+
+    x = jnp.swapaxes(sequences, 0, 1)
+    if mask is not None:
+        mask = jnp.swapaxes(jnp.asarray(mask, bool), 0, 1)[..., None]
+    if go_backwards:
+        x = jnp.flip(x, 0)
+        mask = None if mask is None else jnp.flip(mask, 0)
+    values = [w.value for w in weights]
+    if weight_gradients_after:
+        loop = _with_weight_gradients_after(cell, weights, loop_with, training)
+        outputs, final = loop(values, x, tuple(initial_state), mask)
+    else:
+        outputs, final = loop_with(values, x, mask, None, tuple(initial_state))
+    if mask is not None and zero_output_for_mask:
+        outputs = jnp.where(mask, outputs, jnp.zeros_like(outputs))
+    outputs = jnp.swapaxes(outputs, 0, 1)
+    return outputs[:, -1], outputs, list(final)
+
+
+def _with_weight_gradients_after(cell, weights, loop_with, training):
+    """:func:`rnn`'s ``loop_with`` under the ``jax.custom_vjp`` described at the top: JAX
+    differentiates the loop with respect to ``e``, the states and the small weights only, and
+    ``W``, ``U`` and ``b`` get their gradients from all steps at once after it."""
+    import jax
+    import jax.numpy as jnp
+
+    position = {id(w): i for i, w in enumerate(weights)}
+    # W, U and b: their gradients are taken after the loop; the others' inside it.
+    outer = [position[id(cell.kernel)], position[id(cell.recurrent_kernel)]]
+    if cell.input_bias is not None:
+        outer.append(position[id(cell.input_bias)])
+    inner = [i for i in range(len(weights)) if i not in outer]
 
     @jax.custom_vjp
     def loop(values, x, states, mask):
@@ -214,22 +236,7 @@ def rnn(
         return d_values, d_x.reshape(x.shape), d_states, None
 
     loop.defvjp(loop_fwd, loop_bwd)
-
-    x = jnp.swapaxes(sequences, 0, 1)
-    if mask is not None:
-        mask = jnp.swapaxes(jnp.asarray(mask, bool), 0, 1)[..., None]
-    if go_backwards:
-        x = jnp.flip(x, 0)
-        mask = None if mask is None else jnp.flip(mask, 0)
-    values = [w.value for w in weights]
-    if weight_gradients_after:
-        outputs, final = loop(values, x, tuple(initial_state), mask)
-    else:
-        outputs, final = loop_with(values, x, mask, None, tuple(initial_state))
-    if mask is not None and zero_output_for_mask:
-        outputs = jnp.where(mask, outputs, jnp.zeros_like(outputs))
-    outputs = jnp.swapaxes(outputs, 0, 1)
-    return outputs[:, -1], outputs, list(final)
+    return loop
 
 
 #: The cells :func:`eager_rnn` steps: the LSTM family and the GRU (exact classes).
@@ -239,13 +246,22 @@ EAGER_CELLS = (*CELLS, GRUCell)
 def eager_supported(layer, sequences, mask, training):
     """Whether ``layer`` takes :func:`eager_rnn` on ``sequences``: the torch backend (Keras
     runs it eagerly, op by op), no mask, no zoneout, no dropout in training, no ``unroll``."""
-    cell = layer.cell
     return (
         ENABLED
         and backend.backend() == "torch"
-        and type(cell) in EAGER_CELLS
         and mask is None
-        and not any(cell.zoneout_rates.values())  # applied after transition, in gates
+        and _steps_transition(layer, training)
+    )
+
+
+def _steps_transition(layer, training):
+    """What the layers' own loops (:func:`eager_rnn`, and :func:`rnn` on an accelerator) need:
+    a cell of :data:`EAGER_CELLS` whose step is ``transition(project(x))`` as it stands (no
+    zoneout, which ``gates`` applies after it), no dropout in training, and no ``unroll``."""
+    cell = layer.cell
+    return (
+        type(cell) in EAGER_CELLS
+        and not any(cell.zoneout_rates.values())
         and not (training and (cell.dropout or cell.recurrent_dropout))
         and not layer.unroll
     )

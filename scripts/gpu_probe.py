@@ -58,13 +58,6 @@ def hoisted(unroll):
     return run
 
 
-def timed(fn, *args):
-    jax.block_until_ready(fn(*args))
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - start
-
-
 def jax_functions():
     functions = {}
     for name, make in [("per-step", per_step), ("hoisted", hoisted)]:
@@ -78,7 +71,7 @@ def jax_functions():
     return functions
 
 
-def torch_functions(x_np, params_np):
+def torch_functions(x_np):
     import torch
 
     device = "cuda"
@@ -123,7 +116,7 @@ def main():
                 functools.partial(gradient, params, x),
             )
         try:
-            calls["torch.nn.LSTM (cuDNN)"] = torch_functions(x_np, params_np)
+            calls["torch.nn.LSTM (cuDNN)"] = torch_functions(x_np)
         except Exception as error:  # no CUDA torch: JAX rows only
             print("torch:", error)
         times = {name: ([], []) for name in calls}
