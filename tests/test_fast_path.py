@@ -42,9 +42,9 @@ CONFIGS = {
 }
 
 
-def padded_mask():
+def padded_mask(time=TIME):
     """Row 0 padded at the start, row 1 in the middle, row 2 at the end."""
-    mask = np.ones((BATCH, TIME), dtype=bool)
+    mask = np.ones((BATCH, time), dtype=bool)
     mask[0, :2] = mask[1, 3:5] = mask[2, -2:] = False
     return mask
 
@@ -91,27 +91,43 @@ RUNS = [(config, backwards, "padded") for config in CONFIGS for backwards in (Fa
 ]
 
 
+def assert_equals_keras_rnn(
+    layer_class, arguments, calls, time=TIME, masking="padded", training=True, seed=1, **options
+):
+    """``layer_class(UNITS, **arguments, **options)`` takes ``fast.rnn`` and equals
+    ``keras.layers.RNN`` over its cell (:func:`run`: outputs, states and every gradient) on
+    ``time`` steps of random inputs, non-zero initial states and, unless ``masking`` is
+    "none", :func:`padded_mask`."""
+    options = {"return_sequences": True, "return_state": True, **options}
+    shape = (BATCH, time, FEATURES)
+    layer, reference = with_keras_rnn(layer_class, shape, units=UNITS, **options, **arguments)
+    assert [id(v) for v in reference.trainable_variables] == [
+        id(v) for v in layer.trainable_variables
+    ]
+    generator = np.random.default_rng(seed)
+    x = generator.normal(size=shape).astype("float32")
+    states = [generator.normal(0, 0.5, (BATCH, s)).astype("float32") for s in layer.state_size]
+    mask = None if masking == "none" else padded_mask(time)
+    got = run(layer, x, states, mask, training=training)
+    assert calls, "the layer took fast.rnn"
+    expected = run(reference, x, states, mask, training=training)
+    assert len(got) == len(expected) == 2 + 2 * len(states) + len(layer.trainable_variables)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, **TOLERANCE)
+
+
 @pytest.mark.parametrize(("config", "go_backwards", "masking"), RUNS)
 def test_equals_keras_rnn(config, go_backwards, masking, calls):
     layer_class, arguments = CONFIGS[config]
     zeros = masking == "padded-zeros"
-    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
-    shape = (BATCH, TIME, FEATURES)
-    options.update(units=UNITS, zero_output_for_mask=zeros)
-    layer, reference = with_keras_rnn(layer_class, shape, **options, **arguments)
-    assert [id(v) for v in reference.trainable_variables] == [
-        id(v) for v in layer.trainable_variables
-    ]
-    generator = np.random.default_rng(1)
-    x = generator.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
-    states = [generator.normal(0, 0.5, (BATCH, s)).astype("float32") for s in layer.state_size]
-    mask = None if masking == "none" else padded_mask()
-    got = run(layer, x, states, mask)
-    assert calls, "the layer took the fast path"
-    expected = run(reference, x, states, mask)
-    assert len(got) == len(expected) == 2 + 2 * len(states) + len(layer.trainable_variables)
-    for a, b in zip(got, expected, strict=True):
-        np.testing.assert_allclose(a, b, **TOLERANCE)
+    assert_equals_keras_rnn(
+        layer_class,
+        arguments,
+        calls,
+        masking=masking,
+        go_backwards=go_backwards,
+        zero_output_for_mask=zeros,
+    )
 
 
 #: The accelerator's loop (``fast.scan_supported``): the custom-gradient configurations above
@@ -149,20 +165,11 @@ SCAN_RUNS += [(config, False, False) for config in ("lstm", "gru")]
 @pytest.mark.parametrize(("config", "go_backwards", "training"), SCAN_RUNS)
 def test_accelerator_loop_equals_keras_rnn(config, go_backwards, training, accelerator, calls):
     """Two whole unrolled iterations and a remainder of 2 steps."""
-    time = 2 * fast.ACCELERATOR_UNROLL + 2
     layer_class, arguments = SCAN_CONFIGS[config]
-    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
-    shape = (BATCH, time, FEATURES)
-    layer, reference = with_keras_rnn(layer_class, shape, units=UNITS, **options, **arguments)
-    generator = np.random.default_rng(5)
-    x = generator.normal(size=shape).astype("float32")
-    states = [generator.normal(0, 0.5, (BATCH, s)).astype("float32") for s in layer.state_size]
-    mask = np.ones((BATCH, time), dtype=bool)
-    mask[0, :2] = mask[1, 3:5] = mask[2, -2:] = False
-    got = run(layer, x, states, mask, training=training)
-    assert calls, "the layer took the accelerator's loop"
-    for a, b in zip(got, run(reference, x, states, mask, training=training), strict=True):
-        np.testing.assert_allclose(a, b, **TOLERANCE)
+    time = 2 * fast.ACCELERATOR_UNROLL + 2
+    assert_equals_keras_rnn(
+        layer_class, arguments, calls, time, training=training, seed=5, go_backwards=go_backwards
+    )
 
 
 @pytest.mark.parametrize(
