@@ -8,7 +8,9 @@ with ``Embedding``), batch and time free unless the model's ``Input`` fixes them
 ``tf.saved_model.load`` (or TF Serving) is enough. The graph is traced without ``jit_compile``
 and our layers never emit the cuDNN-only ``CudnnRNN*`` ops, so it runs on any CPU or GPU server
 (the stock ``keras.layers.LSTM``, exported on a GPU machine, can carry a cuDNN-only op that fails
-on CPU servers: keras-team/keras#18504).
+on CPU servers: keras-team/keras#18504). Exported on a machine without a GPU, the vanilla and
+peephole LSTM layers carry TensorFlow's own fused ``BlockLSTMV2`` op for batches up to 16
+(``keras_lstm_variants.fast.block_lstm``), the cell's loop for larger ones.
 
 With ``streaming=True`` it also has, for online inference one time step at a time:
 
@@ -40,6 +42,8 @@ import tempfile
 
 import keras
 import numpy as np
+
+from . import fast
 
 #: Layers that act on each time step independently, so they stream step by step unchanged
 #: (those with an ``axis`` must act on the feature axes only; see :func:`_per_step_problem`).
@@ -129,9 +133,9 @@ def export_tflite(model, path, *, time_steps=None, batch_size=1, streaming=False
     time_steps = None if time_steps is None else int(time_steps)
     batch_size = None if batch_size is None else int(batch_size)
     tf = _tensorflow("export_tflite")
-    archive, spec = _archive(tf, model, streaming, time_steps=time_steps, batch_size=batch_size)
     keys = ["serving_default", "step"] if streaming else ["serving_default"]
-    with tempfile.TemporaryDirectory() as saved_model:
+    with tempfile.TemporaryDirectory() as saved_model, fast.disabled():  # TFLite: no BlockLSTM
+        archive, spec = _archive(tf, model, streaming, time_steps, batch_size)
         archive.write_out(saved_model, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=keys)
         try:

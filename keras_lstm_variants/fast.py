@@ -60,8 +60,15 @@ tests/test_eager_path.py proves it equal to ``keras.layers.RNN(cell)`` on every 
 There, the vanilla LSTM and the GRU without options run PyTorch's own kernels instead
 (:func:`torch_rnn`, the cuDNN pattern): the LSTM at 1.02x ``torch.nn.LSTM``'s training step and
 1.10x its inference at 64x100x64x256, against 2.29x and 3.30x for the loop (docs/speed.md).
+
+**TensorFlow inference without XLA** (:func:`block_lstm`): the vanilla and peephole LSTM run
+TensorFlow's fused ``BlockLSTMV2`` kernel at batches up to :data:`BLOCK_MAX_BATCH`, where it took
+0.37-0.83x the cell's loop (docs/speed.md); :func:`block_supported` decides. Graphs traced
+this way (``jit_compile=False``, a SavedModel) carry the op; ``export_tflite`` traces with
+:func:`disabled`, as TFLite has no such op.
 """
 
+import contextlib
 import functools
 import warnings
 
@@ -82,6 +89,18 @@ POLICY = "dots_saveable"
 #: not unrolled. Measured on an H100 (docs/speed-gpu.md): each iteration launches kernels, and
 #: unrolling 8 steps fuses across them.
 ACCELERATOR_UNROLL = 8
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within the block, the layers step the cell in Keras's loop (:data:`ENABLED` off), e.g.
+    to trace a graph for TFLite, which has no ``BlockLSTMV2``."""
+    global ENABLED
+    enabled, ENABLED = ENABLED, False
+    try:
+        yield
+    finally:
+        ENABLED = enabled
 
 
 def accelerator():
@@ -362,6 +381,141 @@ def torch_rnn(cell, sequences, initial_state, go_backwards, return_sequences):
     final = [final[0]] if gru else [state[0] for state in final]
     last = final[0]
     return last, outputs if return_sequences else last[:, None], final
+
+
+#: The cells :func:`block_lstm` runs: the LSTM and the peephole LSTM (exact classes).
+BLOCK_CELLS = (LSTMCell, PeepholeLSTMCell)
+#: The largest batch :func:`block_lstm` runs. On the 2-core CPU of docs/speed.md, inference
+#: (``predict_on_batch``, min of 8 interleaved) took 0.37-0.83x the cell's loop at batches 1-16
+#: (units 64-256, 100 and 1000 steps), but 1.3-1.5x at batches 32-64 with 128 units, where
+#: TensorFlow's kernel multiplies more slowly than its MatMul.
+BLOCK_MAX_BATCH = 16
+
+
+def block_supported(layer, sequences, mask, training):
+    """Whether ``layer`` takes :func:`block_lstm`: TensorFlow in inference (``training`` not
+    True), outside XLA (``jit_compile=True`` compiles the cell's own loop: XLA has no kernel for
+    the op) and with no GPU visible (unmeasured there), for exactly
+    :class:`~keras_lstm_variants.cells.LSTMCell` or
+    :class:`~keras_lstm_variants.cells.PeepholeLSTMCell` (any subset of peepholes) with the
+    stock activations, float32, no option but ``use_bias``, no mask, no ``unroll``, and not
+    ``LSTM(use_cudnn=False)``."""
+    cell = layer.cell
+    return (
+        ENABLED
+        and backend.backend() == "tensorflow"
+        and not training
+        and mask is None
+        and type(cell) in BLOCK_CELLS
+        and not (cell.layer_norm or cell.proj_units or cell.cell_clip)
+        and not any(cell.zoneout_rates.values())
+        and cell.activation is activations.tanh
+        and cell.recurrent_activation is activations.sigmoid
+        and cell.compute_dtype == cell.variable_dtype == "float32"
+        and not layer.unroll
+        and not (layer.drop_in and layer.use_cudnn is False)
+        and (sequences.shape[0] or 0) <= BLOCK_MAX_BATCH
+        and not _tensorflow_xla_or_gpu()
+    )
+
+
+def _tensorflow_xla_or_gpu():
+    """Whether TensorFlow is tracing for XLA (``jit_compile=True``, a TPU) or sees a GPU."""
+    import tensorflow as tf
+
+    try:  # what tf.function(jit_compile=True) sets while it traces (TensorFlow's own check)
+        from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+    except ImportError:  # moved in a later TensorFlow: assume XLA, step the cell
+        return True
+    return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()) or _tensorflow_gpu()
+
+
+@functools.cache
+def _tensorflow_gpu():
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def block_lstm(cell, sequences, initial_state, go_backwards, return_sequences, keras_loop):
+    """``(last_output, outputs, final_states)`` as :func:`eager_rnn` returns them, from
+    TensorFlow's fused ``BlockLSTMV2`` kernel (TensorFlow's ``LSTMBlockFusedCell``: one op for
+    the whole sequence, each step's products and gate arithmetic in C++), called on the cell's
+    weights.
+
+    Its equations are the peephole LSTM's with the output gate's peephole on the new ``c``, as
+    ours, and its gate blocks are Keras's (input, forget, candidate, output): ``w`` is
+    ``[kernel; recurrent_kernel]``, and a gate without a peephole gets a zero one. TensorFlow
+    registers its gradient (``BlockLSTMGradV2``), so a gradient taken in inference is exact,
+    if slower than the cell's loop. As with :func:`torch_rnn`, ``transition`` is not called
+    here; tests/test_eager_path.py proves the two equal.
+
+    ``keras_loop()``: the layer's own loop, for a batch larger than :data:`BLOCK_MAX_BATCH`
+    when the batch is known only at run time (a graph with a free batch axis, e.g. a
+    SavedModel): the graph then holds both, under ``tf.cond``.
+    """
+    import tensorflow as tf
+
+    def block():
+        return _block_lstm_layer(cell, sequences, initial_state, go_backwards, return_sequences)
+
+    def loop():  # its states a list, as block's (tf.cond compares the structures)
+        last, outputs, states = keras_loop()
+        return last, outputs, list(states)
+
+    if sequences.shape[0] is not None:  # block_supported: at most BLOCK_MAX_BATCH
+        return block()
+    return tf.cond(tf.shape(sequences)[0] <= BLOCK_MAX_BATCH, block, loop)
+
+
+def _block_lstm_layer(cell, sequences, initial_state, go_backwards, return_sequences):
+    import tensorflow as tf
+
+    x = tf.transpose(sequences, [1, 0, 2])  # (time, batch, features)
+    if go_backwards:
+        x = tf.reverse(x, [0])
+    zeros = tf.zeros((cell.units,), x.dtype)
+    peepholes = [
+        cell.peephole_weights[gate].value if gate in cell.peepholes else zeros
+        for gate in ("input", "forget", "output")
+    ]
+    bias = cell.bias.value if cell.bias is not None else tf.zeros((4 * cell.units,), x.dtype)
+    h_0, c_0 = initial_state
+    w = tf.concat([cell.kernel.value, cell.recurrent_kernel.value], 0)
+    c, h = _block_lstm(x, c_0, h_0, w, *peepholes, bias, bool(cell.peepholes))
+    last = h[-1]
+    outputs = tf.transpose(h, [1, 0, 2]) if return_sequences else last[:, None]
+    return last, outputs, [last, c[-1]]
+
+
+def _block_lstm(x, c_0, h_0, w, wci, wcf, wco, b, use_peephole):
+    """``BlockLSTMV2``'s cell states and outputs (time-major), differentiable.
+
+    TensorFlow (2.21) registers ``BlockLSTM``'s gradient for ``BlockLSTMV2`` too, whose
+    kernel reads the gates in the other layout (input, candidate, forget, output): the
+    gradient with respect to ``x`` and the weights came out wrong. This one calls
+    ``BlockLSTMGradV2``, the gradient made for the op."""
+    import tensorflow as tf
+
+    length = tf.cast(tf.shape(x)[0], tf.int64)
+
+    @tf.custom_gradient
+    def run(x, c_0, h_0, w, wci, wcf, wco, b):
+        inputs = {"x": x, "cs_prev": c_0, "h_prev": h_0, "w": w, "b": b}
+        inputs.update(wci=wci, wcf=wcf, wco=wco, seq_len_max=length, use_peephole=use_peephole)
+        i, cs, f, o, ci, co, h = tf.raw_ops.BlockLSTMV2(**inputs)
+
+        def gradient(d_cs, d_h):
+            return tf.raw_ops.BlockLSTMGradV2(
+                **inputs,
+                **{"i": i, "cs": cs, "f": f, "o": o, "ci": ci, "co": co, "h": h},
+                cs_grad=tf.zeros_like(cs) if d_cs is None else d_cs,
+                h_grad=tf.zeros_like(h) if d_h is None else d_h,
+            )
+
+        return (cs, h), gradient
+
+    return run(x, c_0, h_0, w, wci, wcf, wco, b)
 
 
 @functools.cache

@@ -56,9 +56,10 @@ class _LSTMOptions:
 def _take_kernel_choice(layer, kwargs):
     """Take ``keras.layers.LSTM``/``GRU``'s kernel choices out of ``kwargs``, so a drop-in
     accepts the stock layer's arguments: ``implementation`` (1 or 2: the same equations either
-    way) and ``use_cudnn`` ("auto" or False, returned: False keeps the torch backend off
-    PyTorch's fused kernels, see :func:`~keras_lstm_variants.fast.fused_supported`; never
-    TensorFlow's cuDNN kernel)."""
+    way) and ``use_cudnn`` ("auto" or False, returned: False keeps the layer off the fused
+    kernels, PyTorch's on torch and TensorFlow's ``BlockLSTMV2``, see
+    :func:`~keras_lstm_variants.fast.fused_supported` and
+    :func:`~keras_lstm_variants.fast.block_supported`; never TensorFlow's cuDNN kernel)."""
     kind = type(layer).__name__
     implementation = kwargs.pop("implementation", 2)
     if implementation not in (1, 2):
@@ -212,7 +213,10 @@ class VariantRNN(layers.RNN):
         loop over ``transition``) where :func:`~keras_lstm_variants.fast.eager_supported` does,
         and the plain LSTM and GRU there run PyTorch's own kernels
         (:func:`~keras_lstm_variants.fast.torch_rnn`) where
-        :func:`~keras_lstm_variants.fast.fused_supported` does.
+        :func:`~keras_lstm_variants.fast.fused_supported` does. TensorFlow's inference at small
+        batches without XLA runs its fused ``BlockLSTMV2`` for the LSTM and peephole LSTM
+        (:func:`~keras_lstm_variants.fast.block_lstm`) where
+        :func:`~keras_lstm_variants.fast.block_supported` allows.
         """
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
@@ -226,9 +230,18 @@ class VariantRNN(layers.RNN):
         if fast.fused_supported(self, sequences, mask, training):
             backwards, every = self.go_backwards, self.return_sequences
             return fast.torch_rnn(cell, sequences, initial_state, backwards, every)
+        if fast.block_supported(self, sequences, mask, training):
+            backwards, every = self.go_backwards, self.return_sequences
+            keras_loop = lambda: self.keras_loop(sequences, initial_state, mask, training)  # noqa: E731
+            return fast.block_lstm(cell, sequences, initial_state, backwards, every, keras_loop)
         if fast.eager_supported(self, sequences, mask, training):
             backwards, every = self.go_backwards, self.return_sequences
             return fast.eager_rnn(cell, sequences, initial_state, backwards, every, training)
+        return self.keras_loop(sequences, initial_state, mask, training)
+
+    def keras_loop(self, sequences, initial_state, mask, training=False):
+        """Keras's time loop (the backend's ``rnn``) over the cell's ``gates``."""
+        cell = self.cell
         # Zoneout in training: every step's masks drawn here, before the loop, and fed to the
         # steps with the inputs, so each step has its own on every backend (JAX's scan traces
         # the step once: a draw inside it would repeat one mask at every step).

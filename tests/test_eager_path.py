@@ -221,3 +221,141 @@ def test_torch_kernel_cases(case, monkeypatch):
         assert fast.fused_supported(kernel(UNITS), sequences, None, training=True)
     mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
     assert not fast.fused_supported(layer, sequences, mask, training=True)
+
+
+tensorflow_only = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the TensorFlow backend's"
+)
+
+#: The configurations TensorFlow's ``BlockLSTMV2`` runs (in inference): our LSTM and the
+#: peephole LSTM with any subset of peepholes, without options.
+BLOCK = {
+    "lstm": (klv.LSTM, {}),
+    "lstm-no-bias": (klv.LSTM, {"use_bias": False}),
+    "lstm-dropout": (klv.LSTM, {"dropout": 0.3, "recurrent_dropout": 0.3}),  # off in inference
+    "peephole": (klv.PeepholeLSTM, {}),
+    "peephole-fo": (klv.PeepholeLSTM, {"peepholes": ("forget", "output")}),
+    "peephole-i": (klv.PeepholeLSTM, {"peepholes": ("input",)}),
+}
+
+
+@tensorflow_only
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
+@pytest.mark.parametrize("config", BLOCK)
+def test_tensorflow_kernel_equals_keras_rnn(config, go_backwards, monkeypatch):
+    """Outputs, final states and the gradients (TensorFlow's ``BlockLSTMGradV2``) of the inputs,
+    initial states and every weight, against ``keras.layers.RNN(cell)``, in inference."""
+    layer_class, arguments = BLOCK[config]
+    block = count_calls(monkeypatch, fast, "block_lstm")
+    got, expected = with_reference(layer_class, arguments, go_backwards, training=False)
+    assert len(block) == 1, "the layer ran BlockLSTMV2 (the reference did not)"
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, **TOLERANCE)
+
+
+@tensorflow_only
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_tensorflow_kernel_in_models(jit_compile, monkeypatch):
+    """A compiled model's ``predict`` takes the kernel in a graph and steps the cell under XLA
+    (which has no kernel for the op); both equal the layer's own training-mode loop, and the
+    model's Bidirectional wrapper runs it both ways."""
+    block = count_calls(monkeypatch, fast, "block_lstm")
+    x = np.random.default_rng(4).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    inputs = keras.Input((None, FEATURES))
+    outputs = keras.layers.Bidirectional(klv.PeepholeLSTM(UNITS, return_sequences=True))(inputs)
+    model = keras.Model(inputs, klv.LSTM(UNITS)(outputs))
+    randomize(model)
+    model.compile(jit_compile=jit_compile)
+    got = model.predict_on_batch(x)
+    assert len(block) == (0 if jit_compile else 3)
+    expected = model(x, training=True)  # no dropout: the same equations, the cell's loop
+    assert len(block) == (0 if jit_compile else 3)
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(expected), **TOLERANCE)
+
+
+@tensorflow_only
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_tensorflow_kernel_free_batch(return_sequences, monkeypatch):
+    """With the batch known only at run time (a graph with a free batch axis, as in a
+    SavedModel), the graph holds the kernel and the cell's loop under ``tf.cond``; batches on
+    both sides of ``BLOCK_MAX_BATCH`` equal ``keras.layers.RNN(cell)``."""
+    import tensorflow as tf
+
+    block = count_calls(monkeypatch, fast, "_block_lstm_layer")
+    options = {"return_sequences": return_sequences, "return_state": True}
+    shape = (None, TIME, FEATURES)
+    layer, reference = with_keras_rnn(klv.PeepholeLSTM, shape, units=UNITS, **options)
+    spec = tf.TensorSpec(shape, "float32")
+    function = tf.function(lambda x: layer(x), input_signature=[spec])
+    operations = {op.type for op in function.get_concrete_function().graph.get_operations()}
+    assert {"If", "StatelessIf"} & operations, "the choice is made at run time"
+    assert len(block) == 1
+    generator = np.random.default_rng(5)
+    for batch in (fast.BLOCK_MAX_BATCH, fast.BLOCK_MAX_BATCH + 1):
+        x = generator.normal(size=(batch, TIME, FEATURES)).astype("float32")
+        for a, b in zip(function(x), reference(x), strict=True):
+            np.testing.assert_allclose(a, keras.ops.convert_to_numpy(b), **TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "training",
+        "batch",
+        "mask",
+        "cifg",
+        "greff",
+        "layer_norm",
+        "proj_units",
+        "cell_clip",
+        "zoneout",
+        "relu",
+        "hard_sigmoid",
+        "float64",
+        "mixed_float16",
+        "unroll",
+        "use_cudnn",
+        "disabled",
+        "torch",
+    ],
+)
+def test_tensorflow_kernel_cases(case, monkeypatch):
+    """What ``BlockLSTMV2`` does not compute, and training (where its gradient is slower than
+    the cell's loop), are left to the cell; so is every other backend."""
+    layer_class = {"cifg": klv.CIFGLSTM}.get(case, klv.PeepholeLSTM)
+    if case == "greff":
+        layer_class = functools.partial(klv.GreffLSTM, variant="NP")  # = LSTM, but a subclass
+    elif case == "use_cudnn":
+        layer_class = klv.LSTM
+    arguments = {
+        "layer_norm": {"layer_norm": True},
+        "proj_units": {"proj_units": 3},
+        "cell_clip": {"cell_clip": 1.0},  # BlockLSTMGradV2 ignores the clip
+        "zoneout": {"zoneout": 0.1},
+        "relu": {"activation": "relu"},
+        "hard_sigmoid": {"recurrent_activation": "hard_sigmoid"},
+        "float64": {"dtype": "float64"},
+        "mixed_float16": {"dtype": "mixed_float16"},
+        "unroll": {"unroll": True},
+        "use_cudnn": {"use_cudnn": False},
+    }.get(case, {})
+    layer = layer_class(UNITS, **arguments)
+    sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
+    monkeypatch.setattr(fast, "_tensorflow_xla_or_gpu", lambda: False)
+    for batch in (None, fast.BLOCK_MAX_BATCH):  # None: block_lstm chooses at run time
+        assert fast.block_supported(klv.LSTM(UNITS), _batch(batch), None, training=False)
+    on(monkeypatch, "tensorflow")
+    for kernel in (klv.LSTM, klv.PeepholeLSTM):
+        assert fast.block_supported(kernel(UNITS), sequences, None, training=False)
+    on(monkeypatch, "torch" if case == "torch" else "tensorflow")
+    if case == "disabled":
+        monkeypatch.setattr(fast, "ENABLED", False)
+    mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
+    if case == "batch":
+        sequences = _batch(fast.BLOCK_MAX_BATCH + 1)
+    training = case == "training"
+    assert not fast.block_supported(layer, sequences, mask, training=training)
+
+
+def _batch(size):
+    return types.SimpleNamespace(shape=(size, TIME, FEATURES))
