@@ -394,12 +394,14 @@ BLOCK_MAX_BATCH = 16
 
 def block_supported(layer, sequences, mask, training):
     """Whether ``layer`` takes :func:`block_lstm`: TensorFlow in inference (``training`` not
-    True), outside XLA (``jit_compile=True`` compiles the cell's own loop: XLA has no kernel for
-    the op) and with no GPU visible (unmeasured there), for exactly
+    True) and nothing recording a gradient (a ``GradientTape``: the cell's loop has the faster
+    gradient, and a second-order one), outside XLA (``jit_compile=True`` compiles the cell's
+    own loop: XLA has no kernel for the op), with no GPU visible (unmeasured there), for exactly
     :class:`~keras_lstm_variants.cells.LSTMCell` or
     :class:`~keras_lstm_variants.cells.PeepholeLSTMCell` (any subset of peepholes) with the
     stock activations, float32, no option but ``use_bias``, no mask, no ``unroll``, and not
-    ``LSTM(use_cudnn=False)``."""
+    ``LSTM(use_cudnn=False)``; a batch up to :data:`BLOCK_MAX_BATCH`, or unknown until run time
+    (then :func:`block_lstm` chooses)."""
     cell = layer.cell
     return (
         ENABLED
@@ -415,19 +417,22 @@ def block_supported(layer, sequences, mask, training):
         and not layer.unroll
         and not (layer.drop_in and layer.use_cudnn is False)
         and (sequences.shape[0] or 0) <= BLOCK_MAX_BATCH
-        and not _tensorflow_xla_or_gpu()
+        and not _tensorflow_needs_loop()
     )
 
 
-def _tensorflow_xla_or_gpu():
-    """Whether TensorFlow is tracing for XLA (``jit_compile=True``, a TPU) or sees a GPU."""
+def _tensorflow_needs_loop():
+    """Whether TensorFlow is tracing for XLA (``jit_compile=True``, a TPU), a gradient tape is
+    recording, or TensorFlow sees a GPU: the checks TensorFlow's own code makes."""
     import tensorflow as tf
 
-    try:  # what tf.function(jit_compile=True) sets while it traces (TensorFlow's own check)
+    try:
+        from tensorflow.python.eager.record import could_possibly_record
         from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
-    except ImportError:  # moved in a later TensorFlow: assume XLA, step the cell
+    except ImportError:  # moved in a later TensorFlow: step the cell
         return True
-    return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()) or _tensorflow_gpu()
+    graph = tf.compat.v1.get_default_graph()
+    return GraphOrParentsInXlaContext(graph) or could_possibly_record() or _tensorflow_gpu()
 
 
 @functools.cache

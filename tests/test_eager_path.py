@@ -243,14 +243,66 @@ BLOCK = {
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
 @pytest.mark.parametrize("config", BLOCK)
 def test_tensorflow_kernel_equals_keras_rnn(config, go_backwards, monkeypatch):
-    """Outputs, final states and the gradients (TensorFlow's ``BlockLSTMGradV2``) of the inputs,
-    initial states and every weight, against ``keras.layers.RNN(cell)``, in inference."""
+    """Outputs, final states and the gradients (``BlockLSTMGradV2``) of the inputs, initial
+    states and every weight, against ``keras.layers.RNN(cell)``, in inference. The layer is
+    traced before any tape records (as by ``predict``, or for a SavedModel) and differentiated
+    through that graph afterwards; a tape recording at trace time keeps the cell's loop."""
+    import tensorflow as tf
+
     layer_class, arguments = BLOCK[config]
-    block = count_calls(monkeypatch, fast, "block_lstm")
-    got, expected = with_reference(layer_class, arguments, go_backwards, training=False)
-    assert len(block) == 1, "the layer ran BlockLSTMV2 (the reference did not)"
+    block = count_calls(monkeypatch, fast, "_block_lstm_layer")
+    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
+    shape = (BATCH, TIME, FEATURES)
+    layer, reference = with_keras_rnn(layer_class, shape, units=UNITS, **options, **arguments)
+    generator = np.random.default_rng(1)
+    x = generator.normal(size=shape).astype("float32")
+    states = [generator.normal(0, 0.5, (BATCH, UNITS)).astype("float32") for _ in range(2)]
+    traced = TracedLayer(layer, [tf.constant(a) for a in (x, *states)])
+    assert len(block) == 1, "the layer ran BlockLSTMV2"
+    got, expected = (
+        keras.tree.flatten(run_with_gradients(model, x, states)) for model in (traced, reference)
+    )
+    assert len(block) == 1, "the reference did not"
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
+
+
+class TracedLayer:
+    """``layer``'s inference call as one ``tf.function``, traced now, with no tape recording."""
+
+    def __init__(self, layer, arguments):
+        import tensorflow as tf
+
+        self.trainable_weights = layer.trainable_weights
+        self.function = tf.function(
+            lambda x, *states: layer(x, initial_state=list(states), training=False)
+        )
+        self.function(*arguments)
+
+    def __call__(self, x, initial_state, mask=None, training=False):
+        assert mask is None and not training
+        return self.function(x, *initial_state)
+
+
+@tensorflow_only
+def test_tensorflow_kernel_not_under_a_tape(monkeypatch):
+    """A tape recording while the layer runs keeps the cell's loop (its gradient is faster),
+    so second-order gradients work as before."""
+    import tensorflow as tf
+
+    block = count_calls(monkeypatch, fast, "_block_lstm_layer")
+    layer = klv.PeepholeLSTM(UNITS)
+    x = tf.constant(np.random.default_rng(6).normal(size=(BATCH, TIME, FEATURES)), "float32")
+    layer(x)
+    assert len(block) == 1
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = tf.reduce_sum(layer(x) ** 2)
+        g = tf.reduce_sum(inner.gradient(y, x) ** 2)
+    assert np.all(np.isfinite(outer.gradient(g, x)))
+    assert len(block) == 1
 
 
 @tensorflow_only
@@ -341,7 +393,7 @@ def test_tensorflow_kernel_cases(case, monkeypatch):
     }.get(case, {})
     layer = layer_class(UNITS, **arguments)
     sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
-    monkeypatch.setattr(fast, "_tensorflow_xla_or_gpu", lambda: False)
+    monkeypatch.setattr(fast, "_tensorflow_needs_loop", lambda: False)
     on(monkeypatch, "tensorflow")
     for kernel in (klv.LSTM, klv.PeepholeLSTM):
         assert fast.block_supported(kernel(UNITS), sequences, None, training=False)
