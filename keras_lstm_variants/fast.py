@@ -62,8 +62,9 @@ There, the vanilla LSTM and the GRU without options run PyTorch's own kernels in
 1.10x its inference at 64x100x64x256, against 2.29x and 3.30x for the loop (docs/speed.md).
 
 **TensorFlow inference without XLA** (:func:`block_lstm`): the vanilla and peephole LSTM run
-TensorFlow's fused ``BlockLSTMV2`` kernel at batches up to :data:`BLOCK_MAX_BATCH`, where it took
-0.37-0.83x the cell's loop (docs/speed.md); :func:`block_supported` decides. Graphs traced
+TensorFlow's fused ``BlockLSTMV2`` kernel at batches up to :data:`BLOCK_MAX_BATCH` (within
+:data:`BLOCK_MAX_BYTES`), where it took 0.31-0.81x the cell's loop (docs/speed.md);
+:func:`block_supported` decides. Graphs traced
 this way (``jit_compile=False``, a SavedModel) carry the op; ``export_tflite`` traces with
 :func:`disabled`, as TFLite has no such op.
 """
@@ -386,10 +387,22 @@ def torch_rnn(cell, sequences, initial_state, go_backwards, return_sequences):
 #: The cells :func:`block_lstm` runs: the LSTM and the peephole LSTM (exact classes).
 BLOCK_CELLS = (LSTMCell, PeepholeLSTMCell)
 #: The largest batch :func:`block_lstm` runs. On the 2-core CPU of docs/speed.md, inference
-#: (``predict_on_batch``, min of 8 interleaved) took 0.37-0.83x the cell's loop at batches 1-16
-#: (units 64-256, 100 and 1000 steps), but 1.3-1.5x at batches 32-64 with 128 units, where
-#: TensorFlow's kernel multiplies more slowly than its MatMul.
+#: (``predict_on_batch``, min of 8 interleaved, scripts/block_probe.py) took 0.43-0.81x the
+#: cell's loop (LSTM) and 0.31-0.75x (peephole) at batches 1-16, units 128-256, 100 and 1000
+#: steps; 0.91-1.38x at batches 24-64, where TensorFlow's kernel multiplies more slowly than
+#: its MatMul.
 BLOCK_MAX_BATCH = 16
+#: The most memory :func:`block_lstm` may take for its outputs: the op keeps seven
+#: ``(time, batch, units)`` tensors (every gate and state at every step) where the cell's loop
+#: in inference keeps the states alone. 256 MiB is 4,681 steps at batch 16 and 128 units.
+BLOCK_MAX_BYTES = 256 * 2**20
+
+
+def block_fits(batch, time, units):
+    """Whether :func:`block_lstm` takes a ``(batch, time, features)`` float32 input: a batch up to
+    :data:`BLOCK_MAX_BATCH` and outputs within :data:`BLOCK_MAX_BYTES`. Python integers, or
+    int64 tensors (at run time)."""
+    return (batch <= BLOCK_MAX_BATCH) & (7 * 4 * batch * time * units <= BLOCK_MAX_BYTES)
 
 
 def block_supported(layer, sequences, mask, training):
@@ -400,8 +413,8 @@ def block_supported(layer, sequences, mask, training):
     :class:`~keras_lstm_variants.cells.LSTMCell` or
     :class:`~keras_lstm_variants.cells.PeepholeLSTMCell` (any subset of peepholes) with the
     stock activations, float32, no option but ``use_bias``, no mask, no ``unroll``, and not
-    ``LSTM(use_cudnn=False)``; a batch up to :data:`BLOCK_MAX_BATCH`, or unknown until run time
-    (then :func:`block_lstm` chooses)."""
+    ``LSTM(use_cudnn=False)``; and where :func:`block_fits` holds, or the batch or time is
+    unknown until run time (then :func:`block_lstm` chooses)."""
     cell = layer.cell
     return (
         ENABLED
@@ -416,7 +429,7 @@ def block_supported(layer, sequences, mask, training):
         and cell.compute_dtype == cell.variable_dtype == "float32"
         and not layer.unroll
         and not (layer.drop_in and layer.use_cudnn is False)
-        and (sequences.shape[0] or 0) <= BLOCK_MAX_BATCH
+        and block_fits(sequences.shape[0] or 0, sequences.shape[1] or 0, cell.units)
         and not _tensorflow_needs_loop()
     )
 
@@ -450,14 +463,14 @@ def block_lstm(cell, sequences, initial_state, go_backwards, return_sequences, k
 
     Its equations are the peephole LSTM's with the output gate's peephole on the new ``c``, as
     ours, and its gate blocks are Keras's (input, forget, candidate, output): ``w`` is
-    ``[kernel; recurrent_kernel]``, and a gate without a peephole gets a zero one. TensorFlow
-    registers its gradient (``BlockLSTMGradV2``), so a gradient taken in inference is exact,
-    if slower than the cell's loop. As with :func:`torch_rnn`, ``transition`` is not called
-    here; tests/test_eager_path.py proves the two equal.
+    ``[kernel; recurrent_kernel]``, and a gate without a peephole gets a zero one. Its
+    gradient is ``BlockLSTMGradV2`` (:func:`_block_lstm`): exact, if slower than the cell's
+    loop. As with :func:`torch_rnn`, ``transition`` is not called here;
+    tests/test_eager_path.py proves the two equal.
 
-    ``keras_loop()``: the layer's own loop, for a batch larger than :data:`BLOCK_MAX_BATCH`
-    when the batch is known only at run time (a graph with a free batch axis, e.g. a
-    SavedModel): the graph then holds both, under ``tf.cond``.
+    ``keras_loop()``: the layer's own loop, for an input :func:`block_fits` refuses when the
+    batch or time is known only at run time (a graph with free axes, e.g. a SavedModel): the
+    graph then holds both, under ``tf.cond``.
     """
     import tensorflow as tf
 
@@ -468,9 +481,10 @@ def block_lstm(cell, sequences, initial_state, go_backwards, return_sequences, k
         last, outputs, states = keras_loop()
         return last, outputs, list(states)
 
-    if sequences.shape[0] is not None:  # block_supported: at most BLOCK_MAX_BATCH
+    if None not in sequences.shape[:2]:  # block_supported: block_fits
         return block()
-    return tf.cond(tf.shape(sequences)[0] <= BLOCK_MAX_BATCH, block, loop)
+    batch, time = tf.unstack(tf.cast(tf.shape(sequences)[:2], tf.int64))
+    return tf.cond(block_fits(batch, time, cell.units), block, loop)
 
 
 def _block_lstm_layer(cell, sequences, initial_state, go_backwards, return_sequences):

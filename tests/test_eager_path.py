@@ -328,14 +328,14 @@ def test_tensorflow_kernel_in_models(jit_compile, monkeypatch):
 @tensorflow_only
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_tensorflow_kernel_free_batch(return_sequences, monkeypatch):
-    """With the batch known only at run time (a graph with a free batch axis, as in a
+    """With the batch and time known only at run time (a graph with free axes, as in a
     SavedModel), the graph holds the kernel and the cell's loop under ``tf.cond``; batches on
     both sides of ``BLOCK_MAX_BATCH`` equal ``keras.layers.RNN(cell)``."""
     import tensorflow as tf
 
     block = count_calls(monkeypatch, fast, "_block_lstm_layer")
     options = {"return_sequences": return_sequences, "return_state": True}
-    shape = (None, TIME, FEATURES)
+    shape = (None, None, FEATURES)
     layer, reference = with_keras_rnn(klv.PeepholeLSTM, shape, units=UNITS, **options)
     spec = tf.TensorSpec(shape, "float32")
     function = tf.function(lambda x: layer(x), input_signature=[spec])
@@ -349,11 +349,26 @@ def test_tensorflow_kernel_free_batch(return_sequences, monkeypatch):
             np.testing.assert_allclose(a, keras.ops.convert_to_numpy(b), **TOLERANCE)
 
 
+@tensorflow_only
+def test_tensorflow_kernel_fits_at_run_time():
+    """``block_fits`` on run-time int64 tensors (a free axis) says what it says on Python
+    integers, at the limits and where ``batch * time * units`` overflows int32."""
+    import tensorflow as tf
+
+    steps = fast.BLOCK_MAX_BYTES // (7 * 4 * UNITS)  # at batch 1
+    for batch, time in [(1, steps), (1, steps + 1), (fast.BLOCK_MAX_BATCH + 1, 1), (16, 2**28)]:
+        expected = fast.block_fits(batch, time, UNITS)
+        got = fast.block_fits(*tf.constant([batch, time], tf.int64), UNITS)
+        assert bool(got) == expected, (batch, time)
+    assert fast.block_fits(1, steps, UNITS) and not fast.block_fits(1, steps + 1, UNITS)
+
+
 @pytest.mark.parametrize(
     "case",
     [
         "training",
         "batch",
+        "memory",
         "mask",
         "cifg",
         "greff",
@@ -405,9 +420,13 @@ def test_tensorflow_kernel_cases(case, monkeypatch):
     mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
     if case == "batch":
         sequences = _batch(fast.BLOCK_MAX_BATCH + 1)
+    elif case == "memory":  # one step more than BLOCK_MAX_BYTES holds
+        steps = fast.BLOCK_MAX_BYTES // (7 * 4 * fast.BLOCK_MAX_BATCH * UNITS) + 1
+        sequences = types.SimpleNamespace(shape=(fast.BLOCK_MAX_BATCH, steps, FEATURES))
+        assert fast.block_supported(klv.LSTM(UNITS), _batch(None, steps - 1), None, False)
     training = case == "training"
     assert not fast.block_supported(layer, sequences, mask, training=training)
 
 
-def _batch(size):
-    return types.SimpleNamespace(shape=(size, TIME, FEATURES))
+def _batch(size, time=TIME):
+    return types.SimpleNamespace(shape=(size, time, FEATURES))
