@@ -8,6 +8,7 @@ loop directly (:meth:`VariantRNN.inner_loop`). Each step goes through the cell's
 (tests/test_layers.py proves it, forward and gradients).
 """
 
+import functools
 import inspect
 import re
 
@@ -232,14 +233,14 @@ class VariantRNN(layers.RNN):
             return fast.torch_rnn(cell, sequences, initial_state, backwards, every)
         if fast.block_supported(self, sequences, mask, training):
             backwards, every = self.go_backwards, self.return_sequences
-            keras_loop = lambda: self.keras_loop(sequences, initial_state, mask, training)  # noqa: E731
-            return fast.block_lstm(cell, sequences, initial_state, backwards, every, keras_loop)
+            loop = functools.partial(self._keras_loop, sequences, initial_state, mask, training)
+            return fast.block_lstm(cell, sequences, initial_state, backwards, every, loop)
         if fast.eager_supported(self, sequences, mask, training):
             backwards, every = self.go_backwards, self.return_sequences
             return fast.eager_rnn(cell, sequences, initial_state, backwards, every, training)
-        return self.keras_loop(sequences, initial_state, mask, training)
+        return self._keras_loop(sequences, initial_state, mask, training)
 
-    def keras_loop(self, sequences, initial_state, mask, training=False):
+    def _keras_loop(self, sequences, initial_state, mask, training=False):
         """Keras's time loop (the backend's ``rnn``) over the cell's ``gates``."""
         cell = self.cell
         # Zoneout in training: every step's masks drawn here, before the loop, and fed to the
