@@ -9,8 +9,8 @@ with ``Embedding``), batch and time free unless the model's ``Input`` fixes them
 and our layers never emit the cuDNN-only ``CudnnRNN*`` ops, so it runs on any CPU or GPU server
 (the stock ``keras.layers.LSTM``, exported on a GPU machine, can carry a cuDNN-only op that fails
 on CPU servers: keras-team/keras#18504). Exported on a machine without a GPU, the vanilla and
-peephole LSTM layers carry TensorFlow's own fused ``BlockLSTMV2`` op for batches up to 16
-(``keras_lstm_variants.fast.block_lstm``), the cell's loop for larger ones.
+peephole LSTM layers carry TensorFlow's own fused ``BlockLSTMV2`` op for batches up to 16 (and
+the cell's loop for larger inputs, chosen at run time: ``keras_lstm_variants.fast.block_lstm``).
 
 With ``streaming=True`` it also has, for online inference one time step at a time:
 

@@ -64,9 +64,8 @@ There, the vanilla LSTM and the GRU without options run PyTorch's own kernels in
 **TensorFlow inference without XLA** (:func:`block_lstm`): the vanilla and peephole LSTM run
 TensorFlow's fused ``BlockLSTMV2`` kernel at batches up to :data:`BLOCK_MAX_BATCH` (within
 :data:`BLOCK_MAX_BYTES`), where it took 0.31-0.81x the cell's loop (docs/speed.md);
-:func:`block_supported` decides. Graphs traced
-this way (``jit_compile=False``, a SavedModel) carry the op; ``export_tflite`` traces with
-:func:`disabled`, as TFLite has no such op.
+:func:`block_supported` decides. Graphs traced this way (``jit_compile=False``, a SavedModel)
+carry the op; ``export_tflite`` traces with :func:`disabled`, as TFLite has no such op.
 """
 
 import contextlib
