@@ -8,9 +8,11 @@ with ``Embedding``), batch and time free unless the model's ``Input`` fixes them
 ``tf.saved_model.load`` (or TF Serving) is enough. The graph is traced without ``jit_compile``
 and our layers never emit the cuDNN-only ``CudnnRNN*`` ops, so it runs on any CPU or GPU server
 (the stock ``keras.layers.LSTM``, exported on a GPU machine, can carry a cuDNN-only op that fails
-on CPU servers: keras-team/keras#18504). Exported on a machine without a GPU, the vanilla and
-peephole LSTM layers carry TensorFlow's own fused ``BlockLSTMV2`` op for batches up to 16 (and
-the cell's loop for larger inputs, chosen at run time: ``keras_lstm_variants.fast.block_lstm``).
+on CPU servers: keras-team/keras#18504). With ``keras_lstm_variants.fast.BLOCK_LSTM = True``
+(opt-in), exported on a machine without a GPU, the vanilla and peephole LSTM layers carry
+TensorFlow's own fused ``BlockLSTMV2`` op for batches up to 16 (the cell's loop for larger
+inputs, chosen at run time): faster on a CPU server, but such a SavedModel does not convert
+to TFLite.
 
 With ``streaming=True`` it also has, for online inference one time step at a time:
 

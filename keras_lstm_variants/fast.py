@@ -61,11 +61,12 @@ There, the vanilla LSTM and the GRU without options run PyTorch's own kernels in
 (:func:`torch_rnn`, the cuDNN pattern): the LSTM at 1.02x ``torch.nn.LSTM``'s training step and
 1.10x its inference at 64x100x64x256, against 2.29x and 3.30x for the loop (docs/speed.md).
 
-**TensorFlow inference without XLA** (:func:`block_lstm`): the vanilla and peephole LSTM run
-TensorFlow's fused ``BlockLSTMV2`` kernel at batches up to :data:`BLOCK_MAX_BATCH` (within
-:data:`BLOCK_MAX_BYTES`), where it took 0.31-0.81x the cell's loop (docs/speed.md);
-:func:`block_supported` decides. Graphs traced this way (``jit_compile=False``, a SavedModel)
-carry the op; ``export_tflite`` traces with :func:`disabled`, as TFLite has no such op.
+**TensorFlow inference without XLA, opt-in** (:data:`BLOCK_LSTM`, :func:`block_lstm`): the
+vanilla and peephole LSTM run TensorFlow's fused ``BlockLSTMV2`` kernel at batches up to
+:data:`BLOCK_MAX_BATCH` (within :data:`BLOCK_MAX_BYTES`), where it took 0.31-0.81x the cell's
+loop (docs/speed.md); :func:`block_supported` decides. Graphs traced this way
+(``jit_compile=False``, a SavedModel) carry the op, which TFLite's converter does not take: so
+it is off by default, and ``export_tflite`` traces with :func:`disabled`.
 """
 
 import contextlib
@@ -78,6 +79,11 @@ from .cells import CIFGLSTMCell, GreffLSTMCell, GRUCell, LSTMCell, PeepholeLSTMC
 
 #: Set to False to step the cell in training too (e.g. for forward-mode autodiff).
 ENABLED = True
+#: Set to True to run TensorFlow's fused ``BlockLSTMV2`` in inference where
+#: :func:`block_supported` allows (0.30-0.88x the stock layer's time at batches up to 16, e.g.
+#: a SavedModel served on a CPU). Off by default: a graph that carries the op does not convert
+#: to TFLite (``tf.lite.TFLiteConverter`` has no such op; ``export_tflite`` steps the cell).
+BLOCK_LSTM = False
 #: The cells that take the path: exactly these classes (a subclass may change the step).
 CELLS = (LSTMCell, PeepholeLSTMCell, CIFGLSTMCell, GreffLSTMCell)
 #: ``jax.checkpoint_policies`` name for the reverse loop. Measured on the idle 2-core CPU,
@@ -405,10 +411,11 @@ def block_fits(batch, time, units):
 
 
 def block_supported(layer, sequences, mask, training):
-    """Whether ``layer`` takes :func:`block_lstm`: TensorFlow in inference (``training`` not
-    True) and nothing recording a gradient (a ``GradientTape``: the cell's loop has the faster
-    gradient, and a second-order one), outside XLA (``jit_compile=True`` compiles the cell's
-    own loop: XLA has no kernel for the op), with no GPU visible (unmeasured there), for exactly
+    """Whether ``layer`` takes :func:`block_lstm`: opted in (:data:`BLOCK_LSTM`), TensorFlow in
+    inference (``training`` not True) and nothing recording a gradient (a ``GradientTape``: the
+    cell's loop has the faster gradient, and a second-order one), outside XLA
+    (``jit_compile=True`` compiles the cell's own loop: XLA has no kernel for the op), with no
+    GPU visible (unmeasured there), for exactly
     :class:`~keras_lstm_variants.cells.LSTMCell` or
     :class:`~keras_lstm_variants.cells.PeepholeLSTMCell` (any subset of peepholes) with the
     stock activations, float32, no option but ``use_bias``, no mask, no ``unroll``, and not
@@ -417,6 +424,7 @@ def block_supported(layer, sequences, mask, training):
     cell = layer.cell
     return (
         ENABLED
+        and BLOCK_LSTM
         and backend.backend() == "tensorflow"
         and not training
         and mask is None

@@ -1,10 +1,10 @@
 """TensorFlow's fused ``BlockLSTMV2`` against the cell's loop, by batch size (CPU inference).
 
 For each shape batch x time x features x units, times ``predict_on_batch`` (``jit_compile=False``)
-of Keras models over our ``LSTM`` and ``PeepholeLSTM`` taking the kernel
-(``fast.block_lstm``, forced at every batch), the same layers stepping the cell
-(``fast.disabled()``) and ``keras.layers.LSTM``; minimum of R (default 8) calls after the first
-(which traces), interleaved.
+of Keras models over our ``LSTM`` and ``PeepholeLSTM`` taking the kernel (``fast.block_lstm``,
+opted in with ``fast.BLOCK_LSTM`` and forced at every batch), the same layers stepping the
+cell (``fast.disabled()``) and ``keras.layers.LSTM``; minimum of R (default 8) calls after the
+first (which traces), interleaved.
 Run with ``KERAS_BACKEND=tensorflow python3 scripts/block_probe.py``; it chose
 ``fast.BLOCK_MAX_BATCH``.
 """
@@ -44,6 +44,7 @@ def model(layer, shape):
 
 
 def main():
+    fast.BLOCK_LSTM = True  # opted in
     fast.BLOCK_MAX_BATCH = max(shape[0] for shape in SHAPES)  # the kernel at every batch
     print("B x T x F x U: predict_on_batch ms, kernel / cell's loop (stock keras.layers.LSTM)")
     for shape in SHAPES:

@@ -227,6 +227,13 @@ tensorflow_only = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="the TensorFlow backend's"
 )
 
+
+@pytest.fixture
+def opted_in(monkeypatch):
+    """TensorFlow's fused kernel on (``fast.BLOCK_LSTM``: off by default)."""
+    monkeypatch.setattr(fast, "BLOCK_LSTM", True)
+
+
 #: The configurations TensorFlow's ``BlockLSTMV2`` runs (in inference): our LSTM and the
 #: peephole LSTM with any subset of peepholes, without options.
 BLOCK = {
@@ -242,7 +249,7 @@ BLOCK = {
 @tensorflow_only
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
 @pytest.mark.parametrize("config", BLOCK)
-def test_tensorflow_kernel_equals_keras_rnn(config, go_backwards, monkeypatch):
+def test_tensorflow_kernel_equals_keras_rnn(config, go_backwards, monkeypatch, opted_in):
     """Outputs, final states and the gradients (``BlockLSTMGradV2``) of the inputs, initial
     states and every weight, against ``keras.layers.RNN(cell)``, in inference. The layer is
     traced before any tape records (as by ``predict``, or for a SavedModel) and differentiated
@@ -285,7 +292,7 @@ class TracedLayer:
 
 
 @tensorflow_only
-def test_tensorflow_kernel_not_under_a_tape(monkeypatch):
+def test_tensorflow_kernel_not_under_a_tape(monkeypatch, opted_in):
     """A tape recording while the layer runs keeps the cell's loop (its gradient is faster),
     so second-order gradients work as before."""
     import tensorflow as tf
@@ -307,7 +314,7 @@ def test_tensorflow_kernel_not_under_a_tape(monkeypatch):
 
 @tensorflow_only
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-def test_tensorflow_kernel_in_models(jit_compile, monkeypatch):
+def test_tensorflow_kernel_in_models(jit_compile, monkeypatch, opted_in):
     """A compiled model's ``predict`` takes the kernel in a graph and steps the cell under XLA
     (which has no kernel for the op); both equal the layer's own training-mode loop, and the
     model's Bidirectional wrapper runs it both ways."""
@@ -327,7 +334,7 @@ def test_tensorflow_kernel_in_models(jit_compile, monkeypatch):
 
 @tensorflow_only
 @pytest.mark.parametrize("return_sequences", [False, True])
-def test_tensorflow_kernel_free_batch(return_sequences, monkeypatch):
+def test_tensorflow_kernel_free_batch(return_sequences, monkeypatch, opted_in):
     """With the batch and time known only at run time (a graph with free axes, as in a
     SavedModel), the graph holds the kernel and the cell's loop under ``tf.cond``; batches on
     both sides of ``BLOCK_MAX_BATCH`` equal ``keras.layers.RNN(cell)``."""
@@ -383,10 +390,11 @@ def test_tensorflow_kernel_fits_at_run_time():
         "unroll",
         "use_cudnn",
         "disabled",
+        "default",
         "torch",
     ],
 )
-def test_tensorflow_kernel_cases(case, monkeypatch):
+def test_tensorflow_kernel_cases(case, monkeypatch, opted_in):
     """What ``BlockLSTMV2`` does not compute, and training (where its gradient is slower than
     the cell's loop), are left to the cell; so is every other backend."""
     layer_class = {"cifg": klv.CIFGLSTM}.get(case, klv.PeepholeLSTM)
@@ -417,6 +425,8 @@ def test_tensorflow_kernel_cases(case, monkeypatch):
     on(monkeypatch, "torch" if case == "torch" else "tensorflow")
     if case == "disabled":
         monkeypatch.setattr(fast, "ENABLED", False)
+    elif case == "default":
+        monkeypatch.setattr(fast, "BLOCK_LSTM", False)
     mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
     if case == "batch":
         sequences = _batch(fast.BLOCK_MAX_BATCH + 1)
@@ -430,3 +440,13 @@ def test_tensorflow_kernel_cases(case, monkeypatch):
 
 def _batch(size, time=TIME):
     return types.SimpleNamespace(shape=(size, time, FEATURES))
+
+
+@tensorflow_only
+def test_tensorflow_default_converts_to_tflite():
+    """By default the layers never emit the op, so TensorFlow's own TFLite converter takes a
+    model of them, as it takes the cell's loop (with the kernel opted in it fails)."""
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((TIME, FEATURES), batch_size=1), klv.PeepholeLSTM(UNITS)])
+    assert tf.lite.TFLiteConverter.from_keras_model(model).convert()
