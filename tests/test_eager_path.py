@@ -405,7 +405,7 @@ def test_tensorflow_kernel_cases(case, monkeypatch, opted_in):
     arguments = {
         "layer_norm": {"layer_norm": True},
         "proj_units": {"proj_units": 3},
-        "cell_clip": {"cell_clip": 1.0},  # BlockLSTMGradV2 ignores the clip
+        "cell_clip": {"cell_clip": 1.0},  # the op clips too, but its gradient there is unproven
         "zoneout": {"zoneout": 0.1},
         "relu": {"activation": "relu"},
         "hard_sigmoid": {"recurrent_activation": "hard_sigmoid"},
