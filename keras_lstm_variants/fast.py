@@ -326,7 +326,7 @@ def fused_supported(layer, sequences, mask, training):
     ``use_cudnn="auto"``."""
     cell = layer.cell
     if type(cell) is LSTMCell:
-        options = cell.layer_norm or cell.proj_units or cell.cell_clip
+        options = _lstm_options(cell)
     elif type(cell) is GRUCell:
         options = cell.layer_norm or not cell.reset_after
     else:
@@ -335,7 +335,21 @@ def fused_supported(layer, sequences, mask, training):
         eager_supported(layer, sequences, mask, training)
         and not options
         and layer.use_cudnn == "auto"
-        and cell.activation is activations.tanh
+        and _kernel_arithmetic(cell)
+    )
+
+
+def _lstm_options(cell):
+    """Whether an LSTM-type cell has an option no fused kernel computes: layer norm, a
+    projection, or clipping of the cell state."""
+    return cell.layer_norm or cell.proj_units or cell.cell_clip
+
+
+def _kernel_arithmetic(cell):
+    """Whether ``cell`` computes what the fused kernels (PyTorch's, TensorFlow's
+    ``BlockLSTMV2``) do: the stock activations, in one dtype for weights and computation."""
+    return (
+        cell.activation is activations.tanh
         and cell.recurrent_activation is activations.sigmoid
         and cell.compute_dtype == cell.variable_dtype
     )
@@ -429,12 +443,10 @@ def block_supported(layer, sequences, mask, training):
         and not training
         and mask is None
         and type(cell) in BLOCK_CELLS
-        and not (cell.layer_norm or cell.proj_units or cell.cell_clip)
-        and not any(cell.zoneout_rates.values())
-        and cell.activation is activations.tanh
-        and cell.recurrent_activation is activations.sigmoid
-        and cell.compute_dtype == cell.variable_dtype == "float32"
-        and not layer.unroll
+        and _steps_transition(layer, training)  # no zoneout, no unroll
+        and not _lstm_options(cell)
+        and _kernel_arithmetic(cell)
+        and cell.compute_dtype == "float32"
         and not (layer.drop_in and layer.use_cudnn is False)
         and block_fits(sequences.shape[0] or 0, sequences.shape[1] or 0, cell.units)
         and not _tensorflow_needs_loop()

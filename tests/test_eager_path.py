@@ -74,10 +74,11 @@ def test_equals_keras_rnn(config, go_backwards, training, forced, calls):
         np.testing.assert_allclose(a, b, **TOLERANCE)
 
 
-def with_reference(layer_class, arguments, go_backwards, training, dtype="float32"):
+def with_reference(layer_class, arguments, go_backwards, training, dtype="float32", wrap=None):
     """The results and gradients (``run_with_gradients``) of ``layer_class(UNITS,
     **arguments)`` and of ``keras.layers.RNN`` over its cell, both returning sequences and
-    states, on the same random inputs and non-zero initial states; each flattened."""
+    states, on the same random inputs and non-zero initial states; each flattened. ``wrap(layer,
+    x, states)``, if given, is what runs in place of the layer."""
     options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
     shape = (BATCH, TIME, FEATURES)
     layer, reference = with_keras_rnn(
@@ -86,6 +87,8 @@ def with_reference(layer_class, arguments, go_backwards, training, dtype="float3
     generator = np.random.default_rng(1)
     x = generator.normal(size=(BATCH, TIME, FEATURES)).astype(dtype)
     states = [generator.normal(0, 0.5, (BATCH, s)).astype(dtype) for s in layer.state_size]
+    if wrap is not None:
+        layer = wrap(layer, x, states)
     return [
         keras.tree.flatten(run_with_gradients(model, x, states, training=training))
         for model in (layer, reference)
@@ -254,21 +257,15 @@ def test_tensorflow_kernel_equals_keras_rnn(config, go_backwards, monkeypatch, o
     states and every weight, against ``keras.layers.RNN(cell)``, in inference. The layer is
     traced before any tape records (as by ``predict``, or for a SavedModel) and differentiated
     through that graph afterwards; a tape recording at trace time keeps the cell's loop."""
-    import tensorflow as tf
-
     layer_class, arguments = BLOCK[config]
     block = count_calls(monkeypatch, fast, "_block_lstm_layer")
-    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
-    shape = (BATCH, TIME, FEATURES)
-    layer, reference = with_keras_rnn(layer_class, shape, units=UNITS, **options, **arguments)
-    generator = np.random.default_rng(1)
-    x = generator.normal(size=shape).astype("float32")
-    states = [generator.normal(0, 0.5, (BATCH, UNITS)).astype("float32") for _ in range(2)]
-    traced = TracedLayer(layer, [tf.constant(a) for a in (x, *states)])
-    assert len(block) == 1, "the layer ran BlockLSTMV2"
-    got, expected = (
-        keras.tree.flatten(run_with_gradients(model, x, states)) for model in (traced, reference)
-    )
+
+    def traced(layer, x, states):
+        result = TracedLayer(layer, x, states)
+        assert len(block) == 1, "the layer ran BlockLSTMV2"
+        return result
+
+    got, expected = with_reference(layer_class, arguments, go_backwards, False, wrap=traced)
     assert len(block) == 1, "the reference did not"
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
@@ -277,14 +274,14 @@ def test_tensorflow_kernel_equals_keras_rnn(config, go_backwards, monkeypatch, o
 class TracedLayer:
     """``layer``'s inference call as one ``tf.function``, traced now, with no tape recording."""
 
-    def __init__(self, layer, arguments):
+    def __init__(self, layer, x, states):
         import tensorflow as tf
 
         self.trainable_weights = layer.trainable_weights
         self.function = tf.function(
             lambda x, *states: layer(x, initial_state=list(states), training=False)
         )
-        self.function(*arguments)
+        self.function(*(tf.constant(a) for a in (x, *states)))
 
     def __call__(self, x, initial_state, mask=None, training=False):
         assert mask is None and not training
