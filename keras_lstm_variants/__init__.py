@@ -16,6 +16,7 @@ from . import cli as _cli
 if _cli.running_as_the_command():  # before Keras loads TensorFlow: quiet its C++ start-up logs
     _cli.quiet_tensorflow()
 
+from . import registry
 from .cells import (
     GREFF_VARIANTS,
     CIFGLSTMCell,
@@ -47,18 +48,8 @@ from .porting import weights_from_torch_lstm
 
 __version__ = "0.2.0"
 
-#: Each variant's name, its cell class and its sequence layer class.
-VARIANTS = {
-    "lstm": (LSTMCell, LSTM),
-    "peephole": (PeepholeLSTMCell, PeepholeLSTM),
-    "cifg": (CIFGLSTMCell, CIFGLSTM),
-    "gru": (GRUCell, GRU),
-    "greff": (GreffLSTMCell, GreffLSTM),  # variant="V" by default; see GREFF_VARIANTS
-    "slstm": (SLSTMCell, SLSTM),  # xLSTM (Beck et al. 2024)
-    "mlstm": (MLSTMCell, MLSTM),  # xLSTM; trains in the parallel form
-    "mingru": (MinGRUCell, MinGRU),  # Feng et al. 2024; trains with a parallel scan
-    "minlstm": (MinLSTMCell, MinLSTM),  # Feng et al. 2024; trains with a parallel scan
-}
+#: Each variant's name, its cell class and its sequence layer class (from :mod:`.registry`).
+VARIANTS = {record.name: (record.cell, record.layer) for record in registry.records()}
 
 __all__ = [
     "CIFGLSTM",

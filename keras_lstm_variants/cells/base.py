@@ -18,6 +18,23 @@ from keras import activations, constraints, initializers, ops, regularizers
 from .._compat import DropoutRNNCell
 from .options import zone_out
 
+#: Capabilities a cell class may declare (:attr:`RecurrentCell.capabilities`); kernels and
+#: export read them, never a list of classes.
+#: The recurrent product ``recurrent_input(h) @ recurrent_kernel`` enters the pre-activation
+#: unchanged (added to ``project(x)``): a kernel may take the weight gradients after the loop.
+ADDITIVE_RECURRENCE = "additive-recurrence"
+#: One step is ``transition(project(x_t), states)``, ``project`` row-wise: a kernel may project
+#: every step's input in one product before the loop.
+SEPARABLE_INPUT = "separable-input"
+#: The weights map onto PyTorch's ``torch.nn.LSTM`` / ``torch.nn.GRU`` (reset after).
+TORCH_LSTM = "torch-lstm"
+TORCH_GRU = "torch-gru"
+#: The weights map onto TensorFlow's fused ``BlockLSTMV2`` (peepholes included).
+TF_BLOCK_LSTM = "tf-block-lstm"
+#: The weights map onto ONNX's ``LSTM`` (peepholes ``P``, coupled gates) / ``GRU`` operators.
+ONNX_LSTM = "onnx-lstm"
+ONNX_GRU = "onnx-gru"
+
 #: Registers a class for ``.keras`` saving under the package name.
 register = keras.saving.register_keras_serializable(package="keras_lstm_variants")
 
@@ -52,6 +69,13 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
     #: ``get_config`` keys that change what the weights mean (e.g. which gate a peephole
     #: vector feeds): recorded with the weights, checked when they are loaded.
     layout_keys = ()
+    #: What kernels and export may rely on: a set of this module's capability constants,
+    #: declared by each class for its own step; instance options (layer norm, ...) are checked
+    #: by the kernels on top of it.
+    capabilities: ClassVar[frozenset] = frozenset()
+    #: The methods that define the step's math. A subclass that overrides one of them without
+    #: declaring its own ``capabilities`` loses the inherited ones: kernels then step it.
+    step_methods: ClassVar[tuple] = ("project", "transition")
     #: zoneout probability per state name (cells with a ``zoneout`` argument set it).
     zoneout_rates: ClassVar[dict] = {}
 
@@ -95,6 +119,12 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         self.seed_generator = keras.random.SeedGenerator(seed=seed)
         self.state_size = [self.units] * len(self.state_names)
         self.output_size = self.units
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        overrides_step = any(name in cls.__dict__ for name in cls.step_methods)
+        if overrides_step and "capabilities" not in cls.__dict__:
+            cls.capabilities = frozenset()
 
     # ----------------------------------------------------------------- weights
     @property

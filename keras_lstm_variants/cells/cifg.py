@@ -1,6 +1,6 @@
 """The LSTM with coupled input and forget gates (CIFG)."""
 
-from .base import register
+from .base import ADDITIVE_RECURRENCE, ONNX_LSTM, SEPARABLE_INPUT, register
 from .lstm import PeepholeLSTMCell
 
 
@@ -36,6 +36,7 @@ class CIFGLSTMCell(PeepholeLSTMCell):
 
     blocks = ("forget", "candidate", "output")
     gate_names = ("input", "forget", "candidate", "output")
+    capabilities = frozenset({ADDITIVE_RECURRENCE, SEPARABLE_INPUT, ONNX_LSTM})
     peephole_options = ("forget", "output")
 
     def __init__(self, units, peepholes=(), **kwargs):

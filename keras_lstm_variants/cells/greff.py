@@ -2,7 +2,7 @@
 
 from keras import constraints, initializers, ops, regularizers
 
-from .base import register
+from .base import ADDITIVE_RECURRENCE, SEPARABLE_INPUT, register
 from .lstm import PeepholeLSTMCell
 
 #: The paper's nine configurations, in the paper's order (Greff et al. 2017, section III).
@@ -127,6 +127,7 @@ class GreffLSTMCell(PeepholeLSTMCell):
 
     #: the variant decides which blocks and peepholes the weights hold.
     layout_keys = (*PeepholeLSTMCell.layout_keys, "variant")
+    capabilities = frozenset({ADDITIVE_RECURRENCE, SEPARABLE_INPUT})
 
     def __init__(
         self,

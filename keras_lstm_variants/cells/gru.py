@@ -3,7 +3,7 @@
 from keras import ops
 
 from . import options
-from .base import RecurrentCell, register
+from .base import ONNX_GRU, SEPARABLE_INPUT, TORCH_GRU, RecurrentCell, register
 
 
 @register
@@ -66,6 +66,7 @@ class GRUCell(RecurrentCell):
 
     blocks = ("update", "reset", "candidate")
     gate_names = blocks
+    capabilities = frozenset({SEPARABLE_INPUT, TORCH_GRU, ONNX_GRU})
     state_names = ("h",)
     layout_keys = ("reset_after", "layer_norm")
 

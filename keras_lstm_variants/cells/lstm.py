@@ -3,7 +3,15 @@
 from keras import constraints, initializers, ops, regularizers
 
 from . import options
-from .base import RecurrentCell, register
+from .base import (
+    ADDITIVE_RECURRENCE,
+    ONNX_LSTM,
+    SEPARABLE_INPUT,
+    TF_BLOCK_LSTM,
+    TORCH_LSTM,
+    RecurrentCell,
+    register,
+)
 
 
 @register
@@ -82,6 +90,10 @@ class LSTMCell(RecurrentCell):
 
     blocks = ("input", "forget", "candidate", "output")
     gate_names = blocks
+    step_methods = (*RecurrentCell.step_methods, "preactivations", "cell_update", "hidden")
+    capabilities = frozenset(
+        {ADDITIVE_RECURRENCE, SEPARABLE_INPUT, TORCH_LSTM, TF_BLOCK_LSTM, ONNX_LSTM}
+    )
     state_names = ("h", "c")
     #: gates that may look at the cell state (see PeepholeLSTMCell); none in the vanilla LSTM.
     peephole_options = ()
@@ -304,6 +316,9 @@ class PeepholeLSTMCell(LSTMCell):
     >>> tuple(keras.layers.RNN(cell)(keras.random.normal((2, 5, 3))).shape)
     (2, 8)
     """
+
+    # torch.nn.LSTM has no peepholes: the LSTM cell's kernels less that one
+    capabilities = frozenset({ADDITIVE_RECURRENCE, SEPARABLE_INPUT, TF_BLOCK_LSTM, ONNX_LSTM})
 
     peephole_options = ("input", "forget", "output")
 
