@@ -72,22 +72,41 @@ def weights_from_torch_lstm(state_dict, layer_index=0, reverse=False):
         )
     weight_ih = _numpy(state_dict[f"weight_ih{suffix}"])
     weight_hh = _numpy(state_dict[f"weight_hh{suffix}"])
-    hidden = weight_ih.shape[0] // 4
-    if weight_ih.ndim != 2 or weight_ih.shape[0] != 4 * hidden or weight_hh.shape[0] != 4 * hidden:
+    projection = state_dict.get(f"weight_hr{suffix}")
+    projection = None if projection is None else _numpy(projection)
+    hidden = weight_ih.shape[0] // 4 if weight_ih.ndim == 2 else 0
+    # h's width: the projection's P when there is one, else H.
+    width = projection.shape[0] if projection is not None and projection.ndim == 2 else hidden
+    expected = {
+        f"weight_ih{suffix}": (4 * hidden, weight_ih.shape[-1] if weight_ih.ndim else 0),
+        f"weight_hh{suffix}": (4 * hidden, width),
+    }
+    found = {f"weight_ih{suffix}": weight_ih.shape, f"weight_hh{suffix}": weight_hh.shape}
+    has_bias = f"bias_ih{suffix}" in state_dict or f"bias_hh{suffix}" in state_dict
+    if has_bias:
+        biases = {
+            name: _numpy(state_dict[name]) if name in state_dict else np.zeros((0,))
+            for name in (f"bias_ih{suffix}", f"bias_hh{suffix}")
+        }
+        expected.update(dict.fromkeys(biases, (4 * hidden,)))
+        found.update({name: value.shape for name, value in biases.items()})
+    if projection is not None:
+        expected[f"weight_hr{suffix}"] = (width, hidden)
+        found[f"weight_hr{suffix}"] = projection.shape
+    wrong = [name for name in expected if tuple(found[name]) != expected[name]]
+    if hidden == 0 or weight_ih.shape[0] != 4 * hidden or wrong:
+        shapes = ", ".join(f"'{name}' {tuple(shape)}" for name, shape in found.items())
+        layout = (
+            "weight_ih (4H, input), weight_hh (4H, H) (or (4H, P) with weight_hr (P, H)), "
+            "bias_ih and bias_hh (4H,)"
+        )
         raise ValueError(
-            f"Argument `state_dict`: 'weight_ih{suffix}' {weight_ih.shape} and 'weight_hh{suffix}' "
-            f"{weight_hh.shape} are not torch.nn.LSTM weights (4 * hidden_size rows each)."
+            f"Argument `state_dict` does not hold torch.nn.LSTM weights: found {shapes}; an "
+            f"LSTM layer has {layout} (e.g. torch.nn.GRU's weight_ih is (3H, input))."
         )
     weights = [weight_ih.T, weight_hh.T]
-    if f"bias_ih{suffix}" in state_dict:
-        bias_ih, bias_hh = state_dict[f"bias_ih{suffix}"], state_dict[f"bias_hh{suffix}"]
-        weights.append(_numpy(bias_ih) + _numpy(bias_hh))
-    if f"weight_hr{suffix}" in state_dict:
-        projection = _numpy(state_dict[f"weight_hr{suffix}"])
-        if projection.shape != (weight_hh.shape[1], hidden):
-            raise ValueError(
-                f"Argument `state_dict`: 'weight_hr{suffix}' has shape {projection.shape}; "
-                f"expected (proj_size, hidden_size) = ({weight_hh.shape[1]}, {hidden})."
-            )
+    if has_bias:
+        weights.append(biases[f"bias_ih{suffix}"] + biases[f"bias_hh{suffix}"])
+    if projection is not None:
         weights.append(projection.T)
     return [np.ascontiguousarray(weight) for weight in weights]
