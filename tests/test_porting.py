@@ -39,9 +39,9 @@ def test_gru_state_dict_with_hidden_a_multiple_of_four_is_refused():
 def test_torch_gru_module_is_refused():
     torch = pytest.importorskip("torch")
     module = torch.nn.GRU(3, 8, batch_first=True)
-    with pytest.raises(ValueError, match="does not hold torch.nn.LSTM weights"):
+    with pytest.raises(ValueError, match=r"does not hold torch\.nn\.LSTM weights"):
         klv.weights_from_torch_lstm(module)
-    with pytest.raises(ValueError, match="does not hold torch.nn.LSTM weights"):
+    with pytest.raises(ValueError, match=r"does not hold torch\.nn\.LSTM weights"):
         klv.weights_from_torch_lstm(module.state_dict())
 
 
