@@ -25,33 +25,50 @@ from .cells import (
     PeepholeLSTMCell,
     SLSTMCell,
 )
-from .cells.base import register
+from .cells.base import refusal, register
 from .cells.minimal import MinGRUCell, MinLSTMCell, scan_recurrence
-from .cells.options import LSTM_OPTIONS
+from .cells.options import check_flag
 
 
-def _cell_arguments(cell_class):
-    """Constructor argument names of ``cell_class`` and the cell classes it builds on."""
-    names = set()
+def _stock_order(stock_class):
+    """``stock_class``'s (``keras.layers.LSTM``'s or ``GRU``'s) positional arguments after
+    ``units``, in its order, as the installed Keras declares them."""
+    parameters = list(inspect.signature(stock_class.__init__).parameters.values())[2:]
+    return tuple(p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD)
+
+
+#: The stock layers' positional order (after ``units``), by the registry's ``stock`` name.
+STOCK_ORDER = {"LSTM": _stock_order(layers.LSTM), "GRU": _stock_order(layers.GRU)}
+#: The arguments a sequence layer takes itself (the others go to its cell).
+LAYER_ARGUMENTS = (
+    "activity_regularizer",
+    "return_sequences",
+    "return_state",
+    "go_backwards",
+    "stateful",
+    "unroll",
+)
+#: Layer arguments that must be True or False.
+LAYER_FLAGS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll")
+
+
+def _leading_arguments(cell_class, stock_order):
+    """The cell's own leading positional arguments: those of its constructor, after ``units``,
+    before the first one the stock layer shares (e.g. PeepholeLSTMCell's ``peepholes``,
+    GreffLSTMCell's ``variant``, SLSTMCell's ``num_heads``, ``forget_activation``)."""
     for klass in cell_class.__mro__:
-        if klass.__module__.startswith(__package__):
-            names.update(inspect.signature(klass.__init__).parameters)
-    return names - {"self", "kwargs", "units"}
+        if "__init__" in klass.__dict__:
+            break
+    leading = []
+    for parameter in list(inspect.signature(klass.__init__).parameters.values())[2:]:
+        if parameter.kind is not parameter.POSITIONAL_OR_KEYWORD or parameter.name in stock_order:
+            break
+        leading.append(parameter.name)
+    return tuple(leading)
 
 
 def _from_cell(name):
     return property(lambda self: getattr(self.cell, name), doc=f"The cell's ``{name}``.")
-
-
-class _LSTMOptions:
-    """The LSTM family's options (issue 9; keras_lstm_variants/cells/options.py), read-only."""
-
-    layer_norm = _from_cell("layer_norm")
-    norm_epsilon = _from_cell("norm_epsilon")
-    proj_units = _from_cell("proj_units")
-    proj_clip = _from_cell("proj_clip")
-    cell_clip = _from_cell("cell_clip")
-    zoneout = _from_cell("zoneout")
 
 
 def _take_kernel_choice(layer, kwargs):
@@ -76,52 +93,85 @@ def _take_kernel_choice(layer, kwargs):
 
 
 class VariantRNN(layers.RNN):
-    """Base of the sequence layers: builds ``cell_class`` from the arguments, runs the fast path."""
+    """Base of the sequence layers: builds ``cell_class`` from the arguments, runs the fast path.
+
+    Positional arguments (:meth:`positional_arguments`): ``units``, the cell's own leading
+    ones (e.g. ``peepholes``, ``variant``, ``num_heads``), then ``keras.layers.LSTM``'s (or
+    ``GRU``'s, by the variant's ``stock`` in the registry) order for the arguments the layer
+    takes; any other argument by keyword. Every constructor argument of the cell is also a
+    read-only attribute of the layer (the cell's value).
+    """
 
     cell_class = None
     #: True for the drop-ins for ``keras.layers.LSTM``/``GRU``, which take their kernel choices.
     drop_in = False
 
-    def __init__(
-        self,
-        units,
-        return_sequences=False,
-        return_state=False,
-        go_backwards=False,
-        stateful=False,
-        unroll=False,
-        **kwargs,
-    ):
+    def __init__(self, units, *args, **kwargs):
+        kwargs = self.bind_arguments(args, kwargs)
         use_cudnn = _take_kernel_choice(self, kwargs) if self.drop_in else False
-        # The options are passed on even to cells without them, which then say so by name.
-        accepted = _cell_arguments(self.cell_class) | set(LSTM_OPTIONS)
+        for name in LAYER_FLAGS:
+            if name in kwargs:
+                kwargs[name] = check_flag(name, kwargs[name])
+        cell_class = self.cell_class
+        # Refused arguments go on to the cell, which names them.
+        accepted = cell_class.arguments() | set(cell_class.refused_arguments)
         cell_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in accepted}
-        cell_name = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", self.cell_class.__name__).lower()
-        cell = self.cell_class(
+        cell_name = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cell_class.__name__).lower()
+        cell = cell_class(
             units,
             dtype=kwargs.get("dtype"),
             trainable=kwargs.get("trainable", True),
             name=cell_name,
             **cell_kwargs,
         )
-        super().__init__(
-            cell,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            go_backwards=go_backwards,
-            stateful=stateful,
-            unroll=unroll,
-            **kwargs,
-        )
+        super().__init__(cell, **kwargs)
         #: "auto" (drop-ins, by default) or False; not saved, as in ``keras.layers.LSTM``.
         self.use_cudnn = use_cudnn
 
-    units = _from_cell("units")
-    activation = _from_cell("activation")
-    recurrent_activation = _from_cell("recurrent_activation")
-    use_bias = _from_cell("use_bias")
-    dropout = _from_cell("dropout")
-    recurrent_dropout = _from_cell("recurrent_dropout")
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.cell_class is None:
+            return
+        # The cell's arguments and what gives its weights their meaning, read-only on the
+        # layer (as keras.layers.LSTM's properties).
+        cell_class = cls.cell_class
+        names = {"units"} | (cell_class.arguments() - set(cell_class.refused_arguments))
+        for name in sorted(names | set(cell_class.layout_keys)):
+            if not hasattr(cls, name):
+                setattr(cls, name, _from_cell(name))
+
+    @classmethod
+    def positional_arguments(cls):
+        """The names the positional arguments after ``units`` bind to, in order."""
+        if "_positional" not in cls.__dict__:
+            from . import registry  # the registry imports the layers
+
+            stocks = [record.stock for record in registry.records() if record.layer is cls]
+            order = STOCK_ORDER[stocks[0] if stocks else "LSTM"]
+            cell_class = cls.cell_class
+            leading = _leading_arguments(cell_class, order)
+            takes = (cell_class.arguments() - set(cell_class.refused_arguments)) | set(
+                LAYER_ARGUMENTS
+            )
+            shared = tuple(name for name in order if name in takes and name not in leading)
+            cls._positional = (*leading, *shared)
+        return cls._positional
+
+    def bind_arguments(self, args, kwargs):
+        """``kwargs`` with the positional ``args`` (after ``units``) bound by name."""
+        names = self.positional_arguments()
+        kind = type(self).__name__
+        if len(args) > len(names):
+            raise TypeError(
+                f"{kind} takes at most {len(names) + 1} positional arguments (units, "
+                f"{', '.join(names)}); received {len(args) + 1}."
+            )
+        kwargs = dict(kwargs)
+        for name, value in zip(names, args, strict=False):
+            if name in kwargs:
+                raise TypeError(f"{kind} got multiple values for argument `{name}`.")
+            kwargs[name] = value
+        return kwargs
 
     def _check_inputs(self, shape):
         if len(shape) != 3:
@@ -288,7 +338,7 @@ _LAYER_ARGS = """
 
 
 @register
-class LSTM(_LSTMOptions, VariantRNN):
+class LSTM(VariantRNN):
     __doc__ = (
         "The vanilla LSTM over a sequence; a drop-in for ``keras.layers.LSTM`` (same arguments"
         " and weights, never TensorFlow's cuDNN-only kernel, so it runs under XLA and exports"
@@ -298,44 +348,31 @@ class LSTM(_LSTMOptions, VariantRNN):
     )
     cell_class = LSTMCell
     drop_in = True
-    unit_forget_bias = _from_cell("unit_forget_bias")
 
 
 @register
-class PeepholeLSTM(_LSTMOptions, VariantRNN):
+class PeepholeLSTM(VariantRNN):
     __doc__ = "An LSTM with peephole connections over a sequence." + _LAYER_ARGS.format(
         cell="PeepholeLSTMCell"
     )
     cell_class = PeepholeLSTMCell
-    unit_forget_bias = _from_cell("unit_forget_bias")
-    peepholes = _from_cell("peepholes")
 
 
 @register
-class CIFGLSTM(_LSTMOptions, VariantRNN):
+class CIFGLSTM(VariantRNN):
     __doc__ = "An LSTM with coupled input and forget gates over a sequence." + _LAYER_ARGS.format(
         cell="CIFGLSTMCell"
     )
     cell_class = CIFGLSTMCell
-    unit_forget_bias = _from_cell("unit_forget_bias")
-    peepholes = _from_cell("peepholes")
 
 
 @register
-class GreffLSTM(_LSTMOptions, VariantRNN):
+class GreffLSTM(VariantRNN):
     __doc__ = (
         "One of Greff et al.'s nine LSTM configurations over a sequence (``variant``: V, NIG, "
         "NFG, NOG, NIAF, NOAF, NP, CIFG or FGR)." + _LAYER_ARGS.format(cell="GreffLSTMCell")
     )
     cell_class = GreffLSTMCell
-    variant = _from_cell("variant")
-    unit_forget_bias = _from_cell("unit_forget_bias")
-    peepholes = _from_cell("peepholes")
-
-    def __init__(self, units, variant="V", **kwargs):
-        # `variant` second, as in GreffLSTMCell: GreffLSTM(64, "NIG") must not read "NIG" as
-        # return_sequences.
-        super().__init__(units, variant=variant, **kwargs)
 
 
 @register
@@ -347,10 +384,6 @@ class GRU(VariantRNN):
     )
     cell_class = GRUCell
     drop_in = True
-    reset_after = _from_cell("reset_after")
-    layer_norm = _from_cell("layer_norm")
-    norm_epsilon = _from_cell("norm_epsilon")
-    zoneout = _from_cell("zoneout")
 
 
 class MinimalRNN(VariantRNN):
@@ -366,16 +399,12 @@ class MinimalRNN(VariantRNN):
     a 16-bit dtype policy the scan runs in float32.
     """
 
-    def __init__(self, units, unroll=False, **kwargs):
-        self.cell_class.reject_unsupported(kwargs)
-        if unroll:
-            raise ValueError(
-                f"{type(self).__name__} does not take `unroll` (received unroll={unroll!r}): it "
-                "computes the sequence with a scan, not a time loop."
-            )
+    def __init__(self, units, *args, **kwargs):
+        kwargs = self.bind_arguments(args, kwargs)
+        if kwargs.get("unroll"):
+            why = "it computes the sequence with a scan, not a time loop"
+            raise ValueError(refusal(self, "unroll", kwargs["unroll"], why))
         super().__init__(units, **kwargs)
-
-    log_space = _from_cell("log_space")
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if isinstance(mask, (list, tuple)):
@@ -434,8 +463,6 @@ class SLSTM(VariantRNN):
         + _LAYER_ARGS.format(cell="SLSTMCell")
     )
     cell_class = SLSTMCell
-    num_heads = _from_cell("num_heads")
-    forget_activation = _from_cell("forget_activation")
 
 
 @register
@@ -457,12 +484,10 @@ class MLSTM(VariantRNN):
     """
 
     cell_class = MLSTMCell
-    num_heads = _from_cell("num_heads")
-    forget_activation = _from_cell("forget_activation")
 
-    def __init__(self, units, parallel=True, **kwargs):
-        if not isinstance(parallel, bool):
-            raise ValueError(f"Argument `parallel` must be True or False; received {parallel!r}.")
+    def __init__(self, units, *args, parallel=True, **kwargs):
+        kwargs = self.bind_arguments(args, kwargs)
+        parallel = check_flag("parallel", parallel)
         if parallel and kwargs.get("unroll"):
             raise ValueError(
                 "Argument `unroll=True` needs parallel=False: the parallel form has no loop."

@@ -7,6 +7,7 @@ the sequence layers, gate tracing and streaming export all go through that one m
 equations live in exactly one place.
 """
 
+import inspect
 import json
 import numbers
 from typing import ClassVar
@@ -16,7 +17,7 @@ import numpy as np
 from keras import activations, constraints, initializers, ops, regularizers
 
 from .._compat import DropoutRNNCell
-from .options import zone_out
+from .options import check_flag, layer_normalize, zone_out
 
 #: Capabilities a cell class may declare (:attr:`RecurrentCell.capabilities`); kernels and
 #: export read them, never a list of classes.
@@ -46,6 +47,32 @@ def check_units(units):
     return int(units)
 
 
+def refusal(owner, name, value, why):
+    """The one message for an argument a cell or layer does not take: ``owner`` (a class or
+    instance) does not take `name` (received ``value``): ``why``."""
+    kind = owner if isinstance(owner, type) else type(owner)
+    return f"{kind.__name__} does not take `{name}` (received {name}={value!r}): {why}."
+
+
+def _bind(cls, args, kwargs):
+    """The constructor's arguments by name (positional ones bound to ``cls.__init__``'s)."""
+    arguments = dict(kwargs)
+    if args:
+        parameters = [
+            p.name
+            for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        arguments.update(zip(parameters, args, strict=False))
+    return arguments
+
+
+def _registry():
+    from .. import registry  # the registry imports the cells: look it up when needed
+
+    return registry
+
+
 def check_rate(name, rate):
     """Return a dropout rate in [0, 1) as a float, or raise naming the argument."""
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
@@ -66,9 +93,23 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
     blocks = ()
     gate_names = ()
     state_names = ("h",)
-    #: ``get_config`` keys that change what the weights mean (e.g. which gate a peephole
-    #: vector feeds): recorded with the weights, checked when they are loaded.
-    layout_keys = ()
+    #: Each gate's range ``{gate: (low, high)}`` (``None``: open) where it is not the range of
+    #: the activation that makes it (``candidate``: ``activation``; others:
+    #: ``recurrent_activation``); read by the gate statistics.
+    gate_ranges: ClassVar[dict] = {}
+    #: What a saturated gate means: ``{gate: (short left, long left, short right, long
+    #: right)}``, "left" near the lower bound; read by the gate statistics (a gate without an
+    #: entry gets a generic "low"/"high").
+    gate_meanings: ClassVar[dict] = {}
+    #: Arguments of the other cells that this one does not take: ``{name: why}``. Passing one
+    #: raises ``ValueError`` (:func:`refusal`'s message) before anything is built, from the
+    #: cell and from its sequence layer; they are left out of ``get_config``.
+    refused_arguments: ClassVar[dict] = {}
+    #: Attributes that change what the weights mean (which gate a peephole vector feeds, a
+    #: projection, the variant, an activation that changes the math ...): recorded with the
+    #: weights together with the class (:meth:`layout`) and checked when they are loaded.
+    #: Regularizers and bounds (dropout, zoneout, clips) are not: the weights keep their roles.
+    layout_keys: ClassVar[tuple] = ("activation", "recurrent_activation")
     #: What kernels and export may rely on: a set of this module's capability constants,
     #: declared by each class for its own step; instance options (layer norm, ...) are checked
     #: by the kernels on top of it.
@@ -103,7 +144,7 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         self.units = check_units(units)
         self.activation = activations.get(activation)
         self.recurrent_activation = activations.get(recurrent_activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_flag("use_bias", use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
@@ -120,51 +161,113 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         self.state_size = [self.units] * len(self.state_names)
         self.output_size = self.units
 
+    def __new__(cls, *args, **kwargs):
+        cls.check_refused(_bind(cls, args, kwargs))
+        return super().__new__(cls, *args, **kwargs)
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         overrides_step = any(name in cls.__dict__ for name in cls.step_methods)
         if overrides_step and "capabilities" not in cls.__dict__:
             cls.capabilities = frozenset()
 
+    @classmethod
+    def refusals(cls, arguments):
+        """``{name: why}`` for each of ``arguments`` (constructor arguments by name) this cell
+        refuses: :attr:`refused_arguments`; a cell whose refusals depend on another argument
+        (e.g. a variant without peepholes) extends this."""
+        return {name: why for name, why in cls.refused_arguments.items() if name in arguments}
+
+    @classmethod
+    def check_refused(cls, arguments):
+        """Raise ``ValueError`` naming the first argument in ``arguments`` this cell refuses."""
+        for name, why in cls.refusals(arguments).items():
+            takers = [
+                record.cell.__name__
+                for record in _registry().records()
+                if name in record.cell.arguments() and name not in record.cell.refused_arguments
+            ]
+            if takers:
+                why = f"{why} ({', '.join(takers)} take it)"
+            raise ValueError(refusal(cls, name, arguments[name], why))
+
+    @classmethod
+    def arguments(cls):
+        """The constructor's argument names, those of the classes it builds on included."""
+        names = set()
+        for klass in cls.__mro__:
+            if issubclass(klass, RecurrentCell) and "__init__" in klass.__dict__:
+                names.update(inspect.signature(klass.__init__).parameters)
+        return names - {"self", "kwargs", "units"}
+
     # ----------------------------------------------------------------- weights
     @property
+    def kernel_width(self):
+        """Columns of ``kernel``: one ``units``-wide block per entry of ``blocks``."""
+        return len(self.blocks) * self.units
+
+    @property
+    def recurrent_kernel_shape(self):
+        """Shape of ``recurrent_kernel``; ``None``: the cell has none."""
+        return (self.state_size[0], self.kernel_width)  # h's width: ``units`` or a projection's
+
+    @property
     def bias_shape(self):
-        return (len(self.blocks) * self.units,)
+        return (self.kernel_width,)
 
     def build_bias_initializer(self):
         """The initializer ``bias`` is created with (subclasses add e.g. unit_forget_bias)."""
         return self.bias_initializer
 
-    def build(self, input_shape):
+    def add_kind_weight(self, name, shape, kind, initializer=None):
+        """A weight with the cell's ``<kind>_initializer``/``_regularizer``/``_constraint``."""
+        return self.add_weight(
+            shape=shape,
+            name=name,
+            initializer=initializer or getattr(self, f"{kind}_initializer"),
+            regularizer=getattr(self, f"{kind}_regularizer"),
+            constraint=getattr(self, f"{kind}_constraint"),
+        )
+
+    def check_step_shape(self, input_shape):
         if len(input_shape) != 2:
             raise ValueError(
                 f"{type(self).__name__} expects one time step of `inputs` shaped "
                 f"(batch, features); received shape {tuple(input_shape)}."
             )
-        width = len(self.blocks) * self.units
-        self.kernel = self.add_weight(
-            shape=(input_shape[-1], width),
-            name="kernel",
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        self.recurrent_kernel = self.add_weight(
-            shape=(self.state_size[0], width),  # h's width: ``units``, or a projection's
-            name="recurrent_kernel",
-            initializer=self.recurrent_initializer,
-            regularizer=self.recurrent_regularizer,
-            constraint=self.recurrent_constraint,
-        )
+
+    def build(self, input_shape):
+        """``kernel`` ``(features, kernel_width)``, ``recurrent_kernel``
+        (:attr:`recurrent_kernel_shape`, unless ``None``), ``bias`` (:attr:`bias_shape`, with
+        :meth:`build_bias_initializer`), then the cell's own weights (:meth:`build_more`)."""
+        self.check_step_shape(input_shape)
+        self.kernel = self.add_kind_weight("kernel", (input_shape[-1], self.kernel_width), "kernel")
+        shape = self.recurrent_kernel_shape
+        self.recurrent_kernel = None
+        if shape is not None:
+            self.recurrent_kernel = self.add_kind_weight("recurrent_kernel", shape, "recurrent")
         self.bias = None
         if self.use_bias:
-            self.bias = self.add_weight(
-                shape=self.bias_shape,
-                name="bias",
-                initializer=self.build_bias_initializer(),
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
+            initializer = self.build_bias_initializer()
+            self.bias = self.add_kind_weight("bias", self.bias_shape, "bias", initializer)
+        self.build_more(input_shape)
+
+    def build_more(self, input_shape):
+        """Hook: the weights that follow ``bias`` (peepholes, norms, projection ...)."""
+
+    def normalize(self, z, norm):
+        """Layer norm of ``z`` with ``norm`` = (gamma, beta), e.g. ``self.kernel_norm``."""
+        return layer_normalize(z, *norm, self.norm_epsilon)
+
+    def flops_per_step(self, batch):
+        """Flops of one step's products at ``batch``: ``2 B`` times the size of every weight
+        matrix (each is one product per step); cells whose products differ override it."""
+        sizes = [
+            int(np.prod(w.shape))
+            for w in self.trainable_weights
+            if len(w.shape) == 2 and "bias" not in w.name
+        ]
+        return 2 * batch * sum(sizes)
 
     @property
     def input_bias(self):
@@ -262,40 +365,48 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
 
     # ------------------------------------------------------------------ saving
     def layout(self):
-        """The configuration that gives the weights their meaning: ``layout_keys``' values
-        (the cell's attributes of those names), JSON-normalized."""
-        layout = {}
+        """What gives the weights their meaning: the class (its registered name) and
+        ``layout_keys``' values (the cell's attributes of those names, refused arguments
+        left out), JSON-normalized."""
+        layout = {"class": keras.saving.get_registered_name(type(self))}
+        config = None
         for key in self.layout_keys:
+            if key in self.refused_arguments:
+                continue
             value = getattr(self, key)
             try:
                 json.dumps(value)
             except TypeError:  # e.g. an activation function: its serialized config instead
-                value = self.get_config()[key]
+                config = config or self.get_config()
+                value = config[key]
             layout[key] = value
-        return json.loads(json.dumps(layout))
+        return json.loads(json.dumps(layout, default=str))
 
     def save_own_variables(self, store):
         """Save the weights and, beside them, :meth:`layout` (as JSON bytes under ``layout``)."""
         super().save_own_variables(store)
-        if self.layout_keys:
-            store[LAYOUT_KEY] = np.frombuffer(json.dumps(self.layout()).encode(), dtype=np.uint8)
+        store[LAYOUT_KEY] = np.frombuffer(json.dumps(self.layout()).encode(), dtype=np.uint8)
 
     def load_own_variables(self, store):
         """Load the weights, refusing those saved under another :meth:`layout`.
 
-        Weights saved without a layout record (before it existed) load as before; a record
-        without one of today's ``layout_keys`` (saved before that option existed) is compared
-        on the keys it has (Keras's own count and shape checks still apply).
+        A record names the class and every field: any difference (a field on one side only
+        counts unless its value is this class's default for it) refuses the weights, naming
+        both sides. Weights saved without a record load as before; a record without a class
+        (older versions) is compared on the keys both sides have.
         """
         if LAYOUT_KEY in store:
             saved = json.loads(np.asarray(store[LAYOUT_KEY], dtype=np.uint8).tobytes().decode())
             current = self.layout()
-            if any(saved[key] != current[key] for key in saved.keys() & current.keys()):
+            differ = _differences(type(self), saved, current)
+            if differ:
+                mine = {key: current.get(key, "(none)") for key in differ}
+                theirs = {key: saved.get(key, "(none)") for key in differ}
                 raise ValueError(
                     f"{type(self).__name__} '{self.name}': the weights being loaded were saved "
-                    f"with {_describe(saved)}, which gives them another meaning than this "
-                    f"cell's {_describe(self.layout())}. Build the model with "
-                    f"{_describe(saved)} to load them."
+                    f"with {_describe(theirs)}, which gives them another meaning than this "
+                    f"cell's {_describe(mine)}. Build the model with {_describe(saved)} to "
+                    "load them."
                 )
             store = _Without(store, LAYOUT_KEY)
         super().load_own_variables(store)
@@ -320,11 +431,44 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
             "recurrent_dropout": self.recurrent_dropout,
             "seed": self.seed,
         }
-        return {**super().get_config(), **config}
+        config = {**super().get_config(), **config}
+        for name in self.refused_arguments:
+            config.pop(name, None)
+        return config
 
 
 #: The store entry under which :meth:`RecurrentCell.save_own_variables` records the layout.
 LAYOUT_KEY = "layout"
+
+
+def _default(cls, key):
+    """``cls``'s constructor default for ``key`` (JSON-normalized), or ``_NONE``."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameter = inspect.signature(init).parameters.get(key)
+        if parameter is not None and parameter.default is not parameter.empty:
+            return json.loads(json.dumps(parameter.default, default=str))
+    return _NONE
+
+
+_NONE = object()
+
+
+def _differences(cls, saved, current):
+    """The keys on which two layout records give the weights different meanings."""
+    if "class" not in saved:  # an older record: no class, fewer keys
+        return [key for key in saved if key in current and saved[key] != current[key]]
+    keys = [*current, *(key for key in saved if key not in current)]
+    differ = []
+    for key in keys:
+        if key in saved and key in current:
+            if saved[key] != current[key]:
+                differ.append(key)
+        elif (saved[key] if key in saved else current[key]) != _default(cls, key):
+            differ.append(key)
+    return differ
 
 
 def _describe(layout):

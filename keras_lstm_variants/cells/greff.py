@@ -1,5 +1,7 @@
 """The nine LSTM configurations of Greff et al.'s "LSTM: A Search Space Odyssey"."""
 
+from typing import ClassVar
+
 from keras import constraints, initializers, ops, regularizers
 
 from .base import ADDITIVE_RECURRENCE, SEPARABLE_INPUT, register
@@ -128,6 +130,7 @@ class GreffLSTMCell(PeepholeLSTMCell):
     #: the variant decides which blocks and peepholes the weights hold.
     layout_keys = (*PeepholeLSTMCell.layout_keys, "variant")
     capabilities = frozenset({ADDITIVE_RECURRENCE, SEPARABLE_INPUT})
+    refused_arguments: ClassVar[dict] = {"peepholes": "the variant fixes the peepholes"}
 
     def __init__(
         self,
@@ -143,27 +146,7 @@ class GreffLSTMCell(PeepholeLSTMCell):
         **kwargs,
     ):
         variant = self._check_variant(variant)
-        if "peepholes" in kwargs:
-            raise ValueError(
-                f"GreffLSTMCell takes no argument `peepholes`: the variant fixes them "
-                f"({variant}: {_LAYOUT[variant][1] or 'none'}); received "
-                f"peepholes={kwargs['peepholes']!r}."
-            )
         blocks, peepholes = _LAYOUT[variant]
-        peephole_options = {
-            "peephole_initializer": peephole_initializer,
-            "peephole_regularizer": peephole_regularizer,
-            "peephole_constraint": peephole_constraint,
-        }
-        gate_recurrent_options = {
-            "gate_recurrent_initializer": gate_recurrent_initializer,
-            "gate_recurrent_regularizer": gate_recurrent_regularizer,
-            "gate_recurrent_constraint": gate_recurrent_constraint,
-        }
-        self._reject_unused(variant, peephole_options, peepholes, "has no peepholes")
-        self._reject_unused(
-            variant, gate_recurrent_options, variant == "FGR", "has no gate recurrence (FGR has)"
-        )
         if unit_forget_bias is None:
             unit_forget_bias = variant != "NFG"
         elif unit_forget_bias and variant == "NFG":
@@ -208,14 +191,28 @@ class GreffLSTMCell(PeepholeLSTMCell):
             )
         return name
 
-    @staticmethod
-    def _reject_unused(variant, options, has, why):
-        for name, value in options.items():
-            if value is not None and not has:
-                raise ValueError(
-                    f"Argument `{name}` does not apply: variant {variant} {why}; received "
-                    f"{name}={value!r}."
-                )
+    @classmethod
+    def refusals(cls, arguments):
+        """:attr:`refused_arguments`, and what the chosen variant has no use for: the
+        peephole arguments without peepholes (NP), the gate-recurrence ones but for FGR."""
+        refused = super().refusals(arguments)
+        try:
+            variant = cls._check_variant(arguments.get("variant", "V"))
+        except ValueError:
+            return refused  # the constructor names `variant`
+        peepholes = _LAYOUT[variant][1]
+        if "peepholes" in refused:
+            refused["peepholes"] = (
+                f"the variant fixes the peepholes ({variant}: {', '.join(peepholes) or 'none'})"
+            )
+        for name in ("peephole_initializer", "peephole_regularizer", "peephole_constraint"):
+            if arguments.get(name) is not None and not peepholes:
+                refused[name] = f"variant {variant} has no peepholes"
+        for name in ("initializer", "regularizer", "constraint"):
+            name = f"gate_recurrent_{name}"
+            if arguments.get(name) is not None and variant != "FGR":
+                refused[name] = f"variant {variant} has no gate recurrence (FGR has)"
+        return refused
 
     # ----------------------------------------------------------------- weights
     def build_bias_initializer(self):
@@ -231,8 +228,8 @@ class GreffLSTMCell(PeepholeLSTMCell):
 
         return bias_initializer
 
-    def build(self, input_shape):
-        super().build(input_shape)
+    def build_more(self, input_shape):
+        super().build_more(input_shape)
         if self.variant == "FGR":
             width = len(_RECURRENT_GATES) * self.units
             self.gate_recurrent_kernel = self.add_weight(

@@ -1,9 +1,12 @@
 """The gated recurrent unit."""
 
+from typing import ClassVar
+
 from keras import ops
 
 from . import options
 from .base import ONNX_GRU, SEPARABLE_INPUT, TORCH_GRU, RecurrentCell, register
+from .lstm import CANDIDATE_MEANING
 
 
 @register
@@ -68,7 +71,36 @@ class GRUCell(RecurrentCell):
     gate_names = blocks
     capabilities = frozenset({SEPARABLE_INPUT, TORCH_GRU, ONNX_GRU})
     state_names = ("h",)
-    layout_keys = ("reset_after", "layer_norm")
+    layout_keys = (*RecurrentCell.layout_keys, "reset_after", "layer_norm")
+    refused_arguments: ClassVar[dict] = {
+        **dict.fromkeys(
+            ("proj_units", "proj_clip", "cell_clip"),
+            "the GRU has no cell state to clip or project (an option of the LSTM-type cells)",
+        ),
+        **dict.fromkeys(
+            ("peepholes", "peephole_initializer", "peephole_regularizer", "peephole_constraint"),
+            "the GRU has no cell state for a gate to look at",
+        ),
+        "unit_forget_bias": "the GRU has no forget gate",
+    }
+    gate_meanings: ClassVar[dict] = {
+        "update": (
+            "replaces h",
+            "An update gate here replaces the state by the candidate at every step (GRU: h_t = "
+            "z h_{t-1} + (1 - z) h~_t, z ~ 0): no memory.",
+            "keeps h",
+            "An update gate here keeps the previous state (z ~ 1): an integrator, like an open "
+            "forget gate.",
+        ),
+        "reset": (
+            "ignores h",
+            "A reset gate here hides the previous state from the candidate: it is computed from "
+            "the input alone, a reset.",
+            "uses h",
+            "A reset gate here lets the whole previous state into the candidate.",
+        ),
+        "candidate": CANDIDATE_MEANING,
+    }
 
     def __init__(
         self,
@@ -79,7 +111,7 @@ class GRUCell(RecurrentCell):
         zoneout=0.0,
         **kwargs,
     ):
-        options.refuse(self, kwargs, set(options.LSTM_OPTIONS) - set(options.GRU_OPTIONS))
+        reset_after = options.check_flag("reset_after", reset_after)
         layer_norm = options.check_flag("layer_norm", layer_norm)
         norm_epsilon = options.check_epsilon(norm_epsilon, layer_norm)
         if layer_norm and not reset_after:
@@ -89,14 +121,13 @@ class GRUCell(RecurrentCell):
             )
         zoneout = options.check_zoneout(zoneout, ("h",))
         super().__init__(units, **kwargs)
-        self.reset_after = bool(reset_after)
+        self.reset_after = reset_after
         self.layer_norm = layer_norm
         self.norm_epsilon = norm_epsilon
         self.zoneout = zoneout[0]
         self.zoneout_rates = {"h": self.zoneout}
 
-    def build(self, input_shape):
-        super().build(input_shape)
+    def build_more(self, input_shape):
         if self.layer_norm:
             self.kernel_norm = options.add_norm(self, "kernel", 3 * self.units)
             self.recurrent_norm = options.add_norm(self, "recurrent", 3 * self.units)
@@ -112,10 +143,6 @@ class GRUCell(RecurrentCell):
         if self.bias is None or not self.reset_after:
             return self.bias
         return self.bias[0]
-
-    def normalize(self, z, norm):
-        """Layer norm of ``z`` with ``norm`` = (gamma, beta), e.g. ``self.kernel_norm``."""
-        return options.layer_normalize(z, *norm, self.norm_epsilon)
 
     def transition(self, z_x, states, training=False):
         (h_prev,) = states

@@ -1,5 +1,7 @@
 """The vanilla LSTM cell and its peephole variant."""
 
+from typing import ClassVar
+
 from keras import constraints, initializers, ops, regularizers
 
 from . import options
@@ -11,6 +13,16 @@ from .base import (
     TORCH_LSTM,
     RecurrentCell,
     register,
+)
+
+#: What a saturated candidate means (the LSTM's g, the GRU's h~: a tanh).
+CANDIDATE_MEANING = (
+    "proposes -1",
+    "A candidate here proposes -1 for the new state: where it is let in, a one-bit memory "
+    "is written.",
+    "proposes +1",
+    "A candidate here proposes +1 for the new state: where it is let in, a one-bit memory "
+    "is written.",
 )
 
 
@@ -97,9 +109,35 @@ class LSTMCell(RecurrentCell):
     state_names = ("h", "c")
     #: gates that may look at the cell state (see PeepholeLSTMCell); none in the vanilla LSTM.
     peephole_options = ()
+    refused_arguments: ClassVar[dict] = dict.fromkeys(
+        ("peepholes", "peephole_initializer", "peephole_regularizer", "peephole_constraint"),
+        "the vanilla LSTM has no peepholes",
+    )
     #: which gates have peephole vectors, layer norm and a projection give the weights after
     #: ``bias`` (and ``recurrent_kernel``'s shape) their meaning.
-    layout_keys = ("peepholes", "layer_norm", "proj_units")
+    layout_keys = (*RecurrentCell.layout_keys, "peepholes", "layer_norm", "proj_units")
+    gate_meanings: ClassVar[dict] = {
+        "input": (
+            "ignores input",
+            "An input gate here writes nothing: the cell keeps its content whatever the input.",
+            "always writes",
+            "An input gate here writes its candidate into the cell at every step.",
+        ),
+        "forget": (
+            "erases memory",
+            "A forget gate here erases its cell at every step (c_t ~ i_t g_t): no memory.",
+            "keeps memory",
+            "A forget gate here keeps its cell (c_t ~ c_{t-1} + ...): an integrator, long-term "
+            "memory.",
+        ),
+        "output": (
+            "hides its cell",
+            "An output gate here hides its cell: the unit remembers without outputting (h ~ 0).",
+            "shows its cell",
+            "An output gate here shows its cell fully at every step (h = tanh(c)).",
+        ),
+        "candidate": CANDIDATE_MEANING,
+    }
 
     def __init__(
         self,
@@ -130,8 +168,9 @@ class LSTMCell(RecurrentCell):
             )
         cell_clip = options.check_positive("cell_clip", cell_clip)
         zoneout = options.check_zoneout(zoneout, ("c", "h"))
+        unit_forget_bias = options.check_flag("unit_forget_bias", unit_forget_bias)
         super().__init__(units, **kwargs)
-        self.unit_forget_bias = bool(unit_forget_bias)
+        self.unit_forget_bias = unit_forget_bias
         self.peepholes = self._check_peepholes(peepholes)
         self.peephole_initializer = initializers.get(peephole_initializer)
         self.peephole_regularizer = regularizers.get(peephole_regularizer)
@@ -149,11 +188,6 @@ class LSTMCell(RecurrentCell):
         self.state_size = [self.output_size, self.units]
 
     def _check_peepholes(self, peepholes):
-        if peepholes and not self.peephole_options:
-            raise ValueError(
-                f"{type(self).__name__} has no peepholes; received peepholes={peepholes!r}. "
-                "Use PeepholeLSTMCell (or CIFGLSTMCell) for gates that see the cell state."
-            )
         if isinstance(peepholes, str) or not isinstance(peepholes, (list, tuple)):
             raise ValueError(
                 f"Argument `peepholes` must be a list or tuple of gate names from "
@@ -179,8 +213,7 @@ class LSTMCell(RecurrentCell):
 
         return bias_initializer
 
-    def build(self, input_shape):
-        super().build(input_shape)
+    def build_more(self, input_shape):
         self.peephole_weights = {
             gate: self.add_weight(
                 shape=(self.units,),
@@ -207,10 +240,6 @@ class LSTMCell(RecurrentCell):
     def input_bias(self):
         # Under layer norm the bias follows the normalized products (see preactivations).
         return None if self.layer_norm else self.bias
-
-    def normalize(self, z, norm):
-        """Layer norm of ``z`` with ``norm`` = (gamma, beta), e.g. ``self.kernel_norm``."""
-        return options.layer_normalize(z, *norm, self.norm_epsilon)
 
     def peek(self, z, gate, c):
         """``z + p_gate * c`` when ``gate`` has a peephole, else ``z``."""
@@ -321,6 +350,7 @@ class PeepholeLSTMCell(LSTMCell):
     capabilities = frozenset({ADDITIVE_RECURRENCE, SEPARABLE_INPUT, TF_BLOCK_LSTM, ONNX_LSTM})
 
     peephole_options = ("input", "forget", "output")
+    refused_arguments: ClassVar[dict] = {}
 
     def __init__(
         self,

@@ -42,6 +42,7 @@ from typing import ClassVar
 from keras import ops
 
 from .base import RecurrentCell, register
+from .options import LSTM_OPTIONS
 
 
 def g(x):
@@ -144,20 +145,27 @@ class MinimalCell(RecurrentCell):
 
     state_names = ("h",)
     #: Arguments of the other cells that a minimal cell has nothing to apply to.
-    unsupported = (
-        "activation",
-        "recurrent_activation",
-        "recurrent_initializer",
-        "recurrent_regularizer",
-        "recurrent_constraint",
-        "recurrent_dropout",
-        "unit_forget_bias",
-        "peepholes",
-        "peephole_initializer",
-        "peephole_regularizer",
-        "peephole_constraint",
-        "reset_after",
+    refused_arguments: ClassVar[dict] = dict.fromkeys(
+        (
+            "activation",
+            "recurrent_activation",
+            "recurrent_initializer",
+            "recurrent_regularizer",
+            "recurrent_constraint",
+            "recurrent_dropout",
+            "unit_forget_bias",
+            "peepholes",
+            "peephole_initializer",
+            "peephole_regularizer",
+            "peephole_constraint",
+            "reset_after",
+            *LSTM_OPTIONS,
+        ),
+        "its gates and candidate read only the input x_t, so there is no recurrent "
+        "product, recurrent kernel or nonlinearity for it to set",
     )
+    #: ``log_space`` decides the candidate: g(W_h x + b_h) or W_h x + b_h.
+    layout_keys = ("log_space",)
 
     def __init__(
         self,
@@ -174,7 +182,6 @@ class MinimalCell(RecurrentCell):
         seed=None,
         **kwargs,
     ):
-        self.reject_unsupported(kwargs)
         if not isinstance(log_space, bool):
             raise ValueError(
                 f"Argument `log_space` must be True or False; received log_space={log_space!r}."
@@ -194,40 +201,7 @@ class MinimalCell(RecurrentCell):
         )
         self.log_space = log_space
 
-    @classmethod
-    def reject_unsupported(cls, kwargs):
-        """Raise, naming it, if ``kwargs`` holds an argument of :attr:`unsupported`."""
-        for name in cls.unsupported:
-            if name in kwargs:
-                raise ValueError(
-                    f"{cls.__name__} does not take `{name}` (received {name}={kwargs[name]!r}): "
-                    "its gates and candidate read only the input x_t, so there is no recurrent "
-                    "product, recurrent kernel or nonlinearity for it to set."
-                )
-
-    def build(self, input_shape):
-        if len(input_shape) != 2:
-            raise ValueError(
-                f"{type(self).__name__} expects one time step of `inputs` shaped "
-                f"(batch, features); received shape {tuple(input_shape)}."
-            )
-        self.kernel = self.add_weight(
-            shape=(input_shape[-1], len(self.blocks) * self.units),
-            name="kernel",
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        self.recurrent_kernel = None
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                shape=self.bias_shape,
-                name="bias",
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
+    recurrent_kernel_shape = None  # no recurrent kernel
 
     def project(self, inputs, training=False):
         """``W x + b`` of one step ``(batch, features)`` or of a whole sequence
@@ -258,15 +232,8 @@ class MinimalCell(RecurrentCell):
         gates, a, b = self.coefficients(z_x)
         return gates, [a * h_prev + b]
 
-    def flops_per_step(self, batch):
-        """GEMM flops of one step at ``batch``: the input projection only (for the bench)."""
-        return 2 * batch * int(self.kernel.shape[0]) * int(self.kernel.shape[1])
-
     def get_config(self):
-        config = super().get_config()
-        for name in self.unsupported:
-            config.pop(name, None)
-        return {**config, "log_space": self.log_space}
+        return {**super().get_config(), "log_space": self.log_space}
 
 
 @register

@@ -78,17 +78,6 @@ def check_zoneout(zoneout, state_names):
     return tuple(float(r) for r in rates)
 
 
-def refuse(cell, kwargs, names):
-    """Raise naming the first key of ``kwargs`` in ``names``: an option ``cell`` does not take."""
-    for name in kwargs:
-        if name in names:
-            raise ValueError(
-                f"{type(cell).__name__} does not take `{name}` (received {name}="
-                f"{kwargs[name]!r}); the LSTM family (LSTMCell, PeepholeLSTMCell, CIFGLSTMCell, "
-                "GreffLSTMCell) does."
-            )
-
-
 def add_norm(cell, prefix, width):
     """Create ``{prefix}_norm_gamma`` (ones) and ``{prefix}_norm_beta`` (zeros) of ``(width,)``."""
     gamma = cell.add_weight(shape=(width,), name=f"{prefix}_norm_gamma", initializer="ones")

@@ -31,6 +31,8 @@ from typing import ClassVar
 from keras import ops
 
 from .base import RecurrentCell, register
+from .lstm import LSTMCell
+from .options import LSTM_OPTIONS
 
 #: How the forget gate is computed from its pre-activation: ``log f`` of each choice.
 FORGET_ACTIVATIONS = ("sigmoid", "exp")
@@ -74,7 +76,16 @@ def _float32(tensor):
 class _ExponentialGating(RecurrentCell):
     """What both xLSTM cells share: heads, the forget activation, the stabilized gates."""
 
-    layout_keys = ("num_heads", "forget_activation")
+    layout_keys = (*RecurrentCell.layout_keys, "num_heads", "forget_activation")
+    refused_arguments: ClassVar[dict] = {
+        **dict.fromkeys(
+            ("peepholes", "peephole_initializer", "peephole_regularizer"),
+            "xLSTM's gates do not look at a cell state",
+        ),
+        "peephole_constraint": "xLSTM's gates do not look at a cell state",
+        "unit_forget_bias": "its forget gate's bias starts at the bias initializer's value",
+        **dict.fromkeys(LSTM_OPTIONS, "an option of the LSTM-type cells"),
+    }
     #: The stabilized gates i', f' lie in (0, 1] (gate statistics read them like sigmoids).
     gate_ranges: ClassVar[dict] = {
         "input": (0.0, 1.0),
@@ -97,6 +108,8 @@ class _ExponentialGating(RecurrentCell):
             "memory kept",
             "f' ~ 1: the memory keeps its weight; the write enters scaled by i' <= 1.",
         ),
+        "output": LSTMCell.gate_meanings["output"],
+        "candidate": LSTMCell.gate_meanings["candidate"],
     }
 
     def __init__(self, units, num_heads=1, forget_activation="sigmoid", **kwargs):
@@ -125,23 +138,6 @@ class _ExponentialGating(RecurrentCell):
         i = ops.exp(i_tilde - m)
         f = ops.exp(ops.minimum(log_f + m_prev - m, 0.0))
         return m, i, f
-
-    def add_kind_weight(self, name, shape, kind):
-        """A weight with the cell's ``<kind>_initializer``/``_regularizer``/``_constraint``."""
-        return self.add_weight(
-            shape=shape,
-            name=name,
-            initializer=getattr(self, f"{kind}_initializer"),
-            regularizer=getattr(self, f"{kind}_regularizer"),
-            constraint=getattr(self, f"{kind}_constraint"),
-        )
-
-    def check_step_shape(self, input_shape):
-        if len(input_shape) != 2:
-            raise ValueError(
-                f"{type(self).__name__} expects one time step of `inputs` shaped "
-                f"(batch, features); received shape {tuple(input_shape)}."
-            )
 
     def get_config(self):
         config = {"num_heads": self.num_heads, "forget_activation": self.forget_activation}
@@ -198,16 +194,9 @@ class SLSTMCell(_ExponentialGating):
     gate_names = blocks
     state_names = ("h", "c", "n", "m")
 
-    def build(self, input_shape):
-        self.check_step_shape(input_shape)
-        self.kernel = self.add_kind_weight("kernel", (input_shape[-1], 4 * self.units), "kernel")
-        head = self.head_size
-        self.recurrent_kernel = self.add_kind_weight(
-            "recurrent_kernel", (self.num_heads, head, 4 * head), "recurrent"
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_kind_weight("bias", (4 * self.units,), "bias")
+    @property
+    def recurrent_kernel_shape(self):
+        return (self.num_heads, self.head_size, 4 * self.head_size)  # block-diagonal
 
     def flops_per_step(self, batch):
         """GEMM flops of one step: ``W x`` and the block-diagonal ``R h`` (``num_heads`` times
@@ -291,24 +280,25 @@ class MLSTMCell(_ExponentialGating):
     blocks = ("query", "key", "value", "input", "forget", "output")
     gate_names = ("input", "forget", "output")
     state_names = ("h", "C", "n", "m")
+    layout_keys = ("num_heads", "forget_activation")
     #: Arguments of the base cell that have no meaning without recurrent weights.
-    rejected = (
-        "activation",
-        "recurrent_activation",
-        "recurrent_initializer",
-        "recurrent_regularizer",
-        "recurrent_constraint",
-        "recurrent_dropout",
-    )
+    refused_arguments: ClassVar[dict] = {
+        **_ExponentialGating.refused_arguments,
+        **dict.fromkeys(
+            (
+                "activation",
+                "recurrent_activation",
+                "recurrent_initializer",
+                "recurrent_regularizer",
+                "recurrent_constraint",
+                "recurrent_dropout",
+            ),
+            "it has no recurrent weights or squashing activations (its output gate is a "
+            "sigmoid, its input gate exp; no recurrent kernel, no recurrent dropout)",
+        ),
+    }
 
     def __init__(self, units, num_heads=1, forget_activation="sigmoid", **kwargs):
-        for name in self.rejected:
-            if name in kwargs:
-                raise ValueError(
-                    f"MLSTMCell has no recurrent weights or squashing activations; received "
-                    f"`{name}`={kwargs[name]!r}. Its output gate is a sigmoid, its input "
-                    "gate exp; there is no recurrent kernel or recurrent dropout."
-                )
         super().__init__(units, num_heads=num_heads, forget_activation=forget_activation, **kwargs)
         d, heads = self.head_size, self.num_heads
         self.state_size = [self.units, heads * d * d, self.units, heads]
@@ -317,11 +307,11 @@ class MLSTMCell(_ExponentialGating):
     def projection_width(self):
         return 4 * self.units + 2 * self.num_heads
 
-    def build(self, input_shape):
-        self.check_step_shape(input_shape)
-        width = self.projection_width
-        self.kernel = self.add_kind_weight("kernel", (input_shape[-1], width), "kernel")
-        self.bias = self.add_kind_weight("bias", (width,), "bias") if self.use_bias else None
+    recurrent_kernel_shape = None  # no recurrent weights
+
+    @property
+    def kernel_width(self):
+        return self.projection_width
 
     def flops_per_step(self, batch):
         """Flops of one recurrent step: the projection ``W x`` and, per head, the rank-one
@@ -445,9 +435,3 @@ class MLSTMCell(_ExponentialGating):
         C_T, n_T = ops.reshape(C_T, (-1, heads * d * d)), ops.reshape(n_T, (-1, self.units))
         final = [C_T, n_T, m[..., -1]]
         return ops.cast(h, dtype), [ops.cast(s, dtype) for s in final]
-
-    def get_config(self):
-        config = super().get_config()
-        for name in self.rejected:
-            config.pop(name, None)
-        return config

@@ -18,6 +18,7 @@ import uuid
 import keras
 import numpy as np
 
+from ..cells import GRUCell, LSTMCell
 from . import pictures
 from .tracing import check_has_variant_layer, check_input_shape, check_mask, trace_layers
 
@@ -35,57 +36,15 @@ ACTIVATION_RANGES = {
     "softplus": (0.0, None),
 }
 
-#: What a saturated gate means: ``gate: (short left, long left, short right, long right)``;
-#: "left" is near the lower bound, "right" near the upper bound. A cell may add or override
-#: entries with a ``gate_meanings`` attribute of the same form.
-GATE_MEANINGS = {
-    "input": (
-        "ignores input",
-        "An input gate here writes nothing: the cell keeps its content whatever the input.",
-        "always writes",
-        "An input gate here writes its candidate into the cell at every step.",
-    ),
-    "forget": (
-        "erases memory",
-        "A forget gate here erases its cell at every step (c_t ~ i_t g_t): no memory.",
-        "keeps memory",
-        "A forget gate here keeps its cell (c_t ~ c_{t-1} + ...): an integrator, long-term memory.",
-    ),
-    "output": (
-        "hides its cell",
-        "An output gate here hides its cell: the unit remembers without outputting (h ~ 0).",
-        "shows its cell",
-        "An output gate here shows its cell fully at every step (h = tanh(c)).",
-    ),
-    "candidate": (
-        "proposes -1",
-        "A candidate here proposes -1 for the new state: where it is let in, a one-bit memory "
-        "is written.",
-        "proposes +1",
-        "A candidate here proposes +1 for the new state: where it is let in, a one-bit memory "
-        "is written.",
-    ),
-    "update": (
-        "replaces h",
-        "An update gate here replaces the state by the candidate at every step (GRU: h_t = "
-        "z h_{t-1} + (1 - z) h~_t, z ~ 0): no memory.",
-        "keeps h",
-        "An update gate here keeps the previous state (z ~ 1): an integrator, like an open "
-        "forget gate.",
-    ),
-    "reset": (
-        "ignores h",
-        "A reset gate here hides the previous state from the candidate: it is computed from "
-        "the input alone, a reset.",
-        "uses h",
-        "A reset gate here lets the whole previous state into the candidate.",
-    ),
-}
+#: What a saturated gate of the LSTM and the GRU means: ``gate: (short left, long left, short
+#: right, long right)``. A view of those cells' own ``gate_meanings`` (each cell declares its
+#: gates'; :func:`meaning` reads the cell's).
+GATE_MEANINGS = {**LSTMCell.gate_meanings, **GRUCell.gate_meanings}
 
 
 def gate_range(cell, gate):
     """``(low, high)`` of ``gate``'s activations in ``cell`` (``None``: an open bound)."""
-    declared = getattr(cell, "gate_ranges", None) or {}
+    declared = cell.gate_ranges
     if gate in declared:
         low, high = declared[gate]
         return (None if low is None else float(low), None if high is None else float(high))
@@ -127,17 +86,16 @@ def saturation(values, gate=None, axis=None, bounds=None):
 
 def meaning(cell, gate):
     """``(short left, long left, short right, long right)`` for ``gate`` of ``cell``."""
-    own = getattr(cell, "gate_meanings", None) or {}
-    if gate in own:
-        return tuple(own[gate])
-    return GATE_MEANINGS.get(
-        gate,
-        (
-            "low",
-            f"The {gate} gate is near the bottom of its range here.",
-            "high",
-            f"The {gate} gate is near the top of its range here.",
-        ),
+    return tuple(
+        cell.gate_meanings.get(
+            gate,
+            (
+                "low",
+                f"The {gate} gate is near the bottom of its range here.",
+                "high",
+                f"The {gate} gate is near the top of its range here.",
+            ),
+        )
     )
 
 
