@@ -12,6 +12,7 @@ import functools
 import inspect
 import re
 
+import keras
 from keras import backend, layers, ops
 
 from . import fast
@@ -518,6 +519,32 @@ class MLSTM(VariantRNN):
 
     def get_config(self):
         return {**super().get_config(), "parallel": self.parallel}
+
+
+def sequence_layer(cell_class, name=None, package=None, doc=None):
+    """A sequence layer class over ``cell_class``: a :class:`VariantRNN` with nothing of its
+    own (what :func:`keras_lstm_variants.registry.add` builds when given no layer).
+
+    ``name``: the class name (default: the cell's less ``Cell``); ``package``: the ``.keras``
+    package it is registered under (default: the cell's registered package, else its module).
+
+    >>> import keras, keras_lstm_variants as klv
+    >>> Layer = sequence_layer(klv.PeepholeLSTMCell, name="MyPeephole", package="doctest")
+    >>> tuple(Layer(4, ("forget",))(keras.random.normal((2, 5, 3))).shape)
+    (2, 4)
+    """
+    name = name or cell_class.__name__.removesuffix("Cell")
+    registered = keras.saving.get_registered_name(cell_class)
+    package = package or (registered.split(">")[0] if ">" in registered else cell_class.__module__)
+    namespace = {
+        "cell_class": cell_class,
+        "__module__": cell_class.__module__,
+        "__doc__": doc
+        or f"{name}: :class:`{cell_class.__name__}` over a sequence."
+        + _LAYER_ARGS.format(cell=cell_class.__name__),
+    }
+    layer = type(name, (VariantRNN,), namespace)
+    return keras.saving.register_keras_serializable(package=package)(layer)
 
 
 def _masked_outputs(h, h_0, mask, zero_output_for_mask):

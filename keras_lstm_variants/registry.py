@@ -25,16 +25,41 @@ class Variant:
 _VARIANTS = {}
 
 
-def add(name, cell, layer, stock="LSTM"):
-    """Register a variant (a user's own too); returns its :class:`Variant` record."""
+def add(name, cell, layer=None, stock="LSTM"):
+    """Register a variant (a user's own too); returns its :class:`Variant` record.
+
+    ``layer``: its sequence layer class; ``None`` builds one
+    (:func:`~keras_lstm_variants.layers.sequence_layer`: ``cell``'s name less ``Cell``,
+    registered for ``.keras`` under ``cell``'s package). ``stock``: the Keras layer whose
+    positional order the layer takes and that the commands compare it with.
+    """
+    from .cells import RecurrentCell
+    from .layers import VariantRNN, sequence_layer
+
+    if not isinstance(cell, type) or not issubclass(cell, RecurrentCell):
+        raise ValueError(f"Argument `cell` must be a RecurrentCell subclass; received {cell!r}.")
     if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
         raise ValueError(f"Argument `name` must be a lower-case identifier; received {name!r}.")
     if name in _VARIANTS and _VARIANTS[name].cell is not cell:
         raise ValueError(f"A variant named {name!r} is already registered ({_VARIANTS[name]}).")
     if stock not in ("LSTM", "GRU"):
         raise ValueError(f"Argument `stock` must be 'LSTM' or 'GRU'; received {stock!r}.")
+    if layer is None:
+        known = _VARIANTS.get(name)
+        layer = known.layer if known and known.cell is cell else sequence_layer(cell)
+    if (
+        not isinstance(layer, type)
+        or not issubclass(layer, VariantRNN)
+        or layer.cell_class is not cell
+    ):
+        raise ValueError(
+            f"Argument `layer` must be a VariantRNN subclass whose cell_class is {cell.__name__}; "
+            f"received {layer!r}."
+        )
     record = Variant(name, cell, layer, stock)
     _VARIANTS[name] = record
+    if "_positional" in layer.__dict__:
+        del layer._positional  # the layer binds positional arguments by the stock given here
     return record
 
 
