@@ -63,6 +63,12 @@ def add(name, cell, layer=None, stock="LSTM"):
     return record
 
 
+def remove(name):
+    """Unregister the variant ``name`` (e.g. a test's own); returns its record."""
+    get(name)
+    return _VARIANTS.pop(name)
+
+
 def get(name):
     """The :class:`Variant` named ``name``; raise ``ValueError`` listing the names."""
     try:
