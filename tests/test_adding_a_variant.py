@@ -120,6 +120,9 @@ def test_the_record_and_the_built_layer(variant):
     assert shapes == [(FEATURES, 12), (UNITS, 12), (12,), (UNITS,), (UNITS,)]
     layout = layer.cell.layout()
     assert layout["class"] == "test_adding_a_variant>OutputPeepholeLSTMCell"
+    # the contract's defaults: every product with a matrix weight, two flops a multiply-add
+    assert layer.cell.flops_per_step(BATCH) == 2 * BATCH * (FEATURES + UNITS) * 3 * UNITS
+    assert layer.cell.gate_meanings["output"] == klv.LSTMCell.gate_meanings["output"]
 
 
 def test_rnn_of_the_cell_equals_the_oracle(variant):
