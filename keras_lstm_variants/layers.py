@@ -38,8 +38,20 @@ def _stock_order(stock_class):
     return tuple(p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD)
 
 
-#: The stock layers' positional order (after ``units``), by the registry's ``stock`` name.
-STOCK_ORDER = {"LSTM": _stock_order(layers.LSTM), "GRU": _stock_order(layers.GRU)}
+#: The stock layers, by the registry's ``stock`` name, and their positional order (after
+#: ``units``).
+STOCK_LAYERS = {"LSTM": layers.LSTM, "GRU": layers.GRU}
+STOCK_ORDER = {name: _stock_order(layer) for name, layer in STOCK_LAYERS.items()}
+
+
+def _defaults(function):
+    return {
+        p.name: p.default
+        for p in inspect.signature(function).parameters.values()
+        if p.default is not p.empty
+    }
+
+
 #: The arguments a sequence layer takes itself (the others go to its cell).
 LAYER_ARGUMENTS = (
     "activity_regularizer",
@@ -157,6 +169,25 @@ class VariantRNN(layers.RNN):
             shared = tuple(name for name in order if name in takes and name not in leading)
             cls._positional = (*leading, *shared)
         return cls._positional
+
+    @classmethod
+    def signature(cls):
+        """The constructor's signature as :meth:`positional_arguments` binds it (``units``,
+        the positional names with their defaults, then ``**kwargs``), for ``help`` and docs."""
+        defaults = {}
+        for source in (STOCK_LAYERS[name] for name in STOCK_ORDER):
+            defaults.update(_defaults(source.__init__))
+        for klass in reversed(cls.cell_class.__mro__):
+            if "__init__" in klass.__dict__:
+                defaults.update(_defaults(klass.__init__))
+        Parameter = inspect.Parameter
+        parameters = [Parameter("units", Parameter.POSITIONAL_OR_KEYWORD)]
+        for name in cls.positional_arguments():
+            parameters.append(
+                Parameter(name, Parameter.POSITIONAL_OR_KEYWORD, default=defaults.get(name))
+            )
+        parameters.append(Parameter("kwargs", Parameter.VAR_KEYWORD))
+        return inspect.Signature(parameters)
 
     def bind_arguments(self, args, kwargs):
         """``kwargs`` with the positional ``args`` (after ``units``) bound by name."""
@@ -335,6 +366,10 @@ _LAYER_ARGS = """
         units: dimensionality of the output and of each state.
         return_sequences, return_state, go_backwards, stateful, unroll: as ``keras.layers.LSTM``.
         **kwargs: the cell's arguments (see :class:`{cell}`) and ``keras.layers.Layer``'s.
+
+    Positional arguments: ``units``, the cell's own leading ones, then ``keras.layers.LSTM``'s
+    (``GRU``'s for a GRU-type variant) order for those the layer takes
+    (:meth:`VariantRNN.positional_arguments`); the cell's arguments are read-only attributes.
 """
 
 

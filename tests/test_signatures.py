@@ -114,6 +114,18 @@ def test_second_positional_argument_is_the_activation(ours, stock, activation):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "ours, stock", [(klv.LSTM, keras.layers.LSTM), (klv.GRU, keras.layers.GRU)]
+)
+def test_the_signature_shows_the_stock_order_and_defaults(ours, stock):
+    mine = inspect.signature(ours).parameters
+    theirs = inspect.signature(stock).parameters
+    names = ["units", *stock_positional(stock)]
+    assert list(mine)[: len(names)] == names
+    for name in names[1:]:
+        assert mine[name].default == theirs[name].default, name
+
+
 def test_a_variant_takes_its_cells_leading_arguments_second():
     assert klv.SLSTM(8, 4).num_heads == klv.SLSTMCell(8, 4).num_heads == 4
     assert klv.SLSTM(8, 2, "exp").forget_activation == "exp"
