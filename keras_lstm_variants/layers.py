@@ -166,6 +166,8 @@ class VariantRNN(layers.RNN):
             takes = (cell_class.arguments() - set(cell_class.refused_arguments)) | set(
                 LAYER_ARGUMENTS
             )
+            if cls.drop_in:  # the stock layers' kernel choice, last
+                takes.add("use_cudnn")
             shared = tuple(name for name in order if name in takes and name not in leading)
             cls._positional = (*leading, *shared)
         return cls._positional

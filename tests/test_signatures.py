@@ -41,6 +41,7 @@ VALUES = {
     "stateful": True,
     "unroll": True,
     "reset_after": False,
+    "use_cudnn": False,
 }
 
 
@@ -63,9 +64,10 @@ def outputs(layer, x, state):
 )
 def test_every_stock_positional_argument_binds_as_in_the_stock_layer(ours, stock):
     names = stock_positional(stock)
-    assert names[-1] == ("reset_after" if stock is keras.layers.GRU else "unroll")
+    assert names[-2:] == ["reset_after" if stock is keras.layers.GRU else "unroll", "use_cudnn"]
     args = [VALUES[name] for name in names]
     mine, theirs = ours(UNITS, *args), stock(UNITS, *args)
+    assert mine.use_cudnn is False
     config, expected = mine.get_config(), theirs.get_config()
     for key, value in expected.items():
         if key not in ("name", "use_cudnn"):
