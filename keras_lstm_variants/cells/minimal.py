@@ -42,7 +42,7 @@ from typing import ClassVar
 from keras import ops
 
 from .base import RecurrentCell, register
-from .options import LSTM_OPTIONS
+from .options import LSTM_OPTIONS, check_flag
 
 
 def g(x):
@@ -182,10 +182,7 @@ class MinimalCell(RecurrentCell):
         seed=None,
         **kwargs,
     ):
-        if not isinstance(log_space, bool):
-            raise ValueError(
-                f"Argument `log_space` must be True or False; received log_space={log_space!r}."
-            )
+        log_space = check_flag("log_space", log_space)
         super().__init__(
             units,
             use_bias=use_bias,
