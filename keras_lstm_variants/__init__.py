@@ -32,6 +32,7 @@ from .cells import (
 )
 from .export import export_saved_model, export_tflite
 from .gates import GateStatistics, trace_gates
+from .kernels import explain as explain_kernels
 from .layers import (
     CIFGLSTM,
     GRU,
@@ -76,6 +77,7 @@ __all__ = [
     "SLSTMCell",
     "VariantRNN",
     "export_saved_model",
+    "explain_kernels",
     "export_tflite",
     "trace_gates",
     "weights_from_torch_lstm",

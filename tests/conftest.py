@@ -29,6 +29,20 @@ if BACKEND == "torch":
     torch.backends.cudnn.allow_tf32 = False
 
 
+@pytest.fixture
+def policy(request):
+    """Set the global dtype policy (``request.param``, e.g. ``"mixed_float16"``, given with
+    ``indirect=True``) for one test; restore the previous one afterwards."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(request.param)
+    try:
+        yield keras.config.dtype_policy()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
