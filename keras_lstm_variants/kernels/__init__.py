@@ -113,9 +113,13 @@ def forced(loop):
     ``forced("auto")`` keeps the automatic choice and so drops the opt-in ``tf-block``
     (TFLite export does that).
 
-    >>> import keras_lstm_variants as klv
+    >>> import numpy as np, keras_lstm_variants as klv
+    >>> layer, x = klv.MinGRU(4), np.zeros((2, 5, 3))
+    >>> klv.explain_kernels(layer, x).runs
+    'min-scan'
     >>> with klv.kernels.forced("keras"):
-    ...     pass
+    ...     klv.explain_kernels(layer, x).runs
+    'keras'
     """
     token = _FORCED.set(check_loop(loop, "forced"))
     try:
