@@ -1,11 +1,13 @@
 """Sequence layers: ``keras.layers.RNN`` over each cell, as ``keras.layers.LSTM`` wraps its cell.
 
 The layers take ``keras.layers.LSTM``'s arguments (the cell's, plus ``return_sequences``,
-``return_state``, ``go_backwards``, ``stateful``, ``unroll``) and drive the backend's time
-loop directly (:meth:`VariantRNN.inner_loop`). Each step goes through the cell's own
+``return_state``, ``go_backwards``, ``stateful``, ``unroll``), plus ``loop``, and run the
+cell over time with a kernel (:mod:`keras_lstm_variants.kernels`, from
+:meth:`VariantRNN.inner_loop`). Keras's loop, the fallback, steps the cell's own
 :meth:`~keras_lstm_variants.cells.base.RecurrentCell.gates` (input projection, then
 ``transition``), so the layers and ``keras.layers.RNN(cell)`` compute the same equations
-(tests/test_layers.py proves it, forward and gradients).
+(tests/test_layers.py proves it, forward and gradients); every other kernel is proven equal
+to it.
 """
 
 import inspect
