@@ -19,6 +19,7 @@ from . import registry
 from .cells import GREFF_VARIANTS, RecurrentCell
 from .export import export_saved_model, export_tflite
 from .gates import GateStatistics, trace_gates
+from .kernels import explain as explain_kernels
 from .layers import VariantRNN
 from .porting import weights_from_torch_lstm
 
@@ -37,6 +38,7 @@ __all__ = [
     "GateStatistics",
     "RecurrentCell",
     "VariantRNN",
+    "explain_kernels",
     "export_saved_model",
     "export_tflite",
     "registry",

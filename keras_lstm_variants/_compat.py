@@ -5,7 +5,7 @@
 * ``in_symbolic_scope``: True inside ``keras.SymbolicScope``, where every backend's
   ``compute_output_spec`` runs a layer on placeholders (gate tracing skips those passes).
 * ``rnn``: the backend's time loop (``tf.while_loop`` on TensorFlow), which the sequence
-  layers drive directly with each step's ``cell.gates`` (see ``VariantRNN.inner_loop``).
+  layers drive directly with each step's ``cell.gates`` (see ``kernels/keras_loop.py``).
 
 Both live under ``keras.src``; setup.cfg pins ``keras<4`` and tests/test_compat.py fails loudly
 if a Keras release moves them.

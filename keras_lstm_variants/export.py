@@ -8,7 +8,7 @@ with ``Embedding``), batch and time free unless the model's ``Input`` fixes them
 ``tf.saved_model.load`` (or TF Serving) is enough. The graph is traced without ``jit_compile``
 and our layers never emit the cuDNN-only ``CudnnRNN*`` ops, so it runs on any CPU or GPU server
 (the stock ``keras.layers.LSTM``, exported on a GPU machine, can carry a cuDNN-only op that fails
-on CPU servers: keras-team/keras#18504). With ``keras_lstm_variants.fast.BLOCK_LSTM = True``
+on CPU servers: keras-team/keras#18504). With ``loop="tf-block"`` on a layer
 (opt-in), exported on a machine without a GPU, the vanilla and peephole LSTM layers carry
 TensorFlow's own fused ``BlockLSTMV2`` op for batches up to 16 (the cell's loop for larger
 inputs, chosen at run time): faster on a CPU server, but such a SavedModel does not convert
@@ -45,7 +45,7 @@ import tempfile
 import keras
 import numpy as np
 
-from . import fast
+from . import kernels
 
 #: Layers that act on each time step independently, so they stream step by step unchanged
 #: (those with an ``axis`` must act on the feature axes only; see :func:`_per_step_problem`).
@@ -136,7 +136,7 @@ def export_tflite(model, path, *, time_steps=None, batch_size=1, streaming=False
     batch_size = None if batch_size is None else int(batch_size)
     tf = _tensorflow("export_tflite")
     keys = ["serving_default", "step"] if streaming else ["serving_default"]
-    with tempfile.TemporaryDirectory() as saved_model, fast.disabled():  # TFLite: no BlockLSTM
+    with tempfile.TemporaryDirectory() as saved_model, kernels.forced("auto"):  # no tf-block
         archive, spec = _archive(tf, model, streaming, time_steps, batch_size)
         archive.write_out(saved_model, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=keys)

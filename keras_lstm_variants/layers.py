@@ -1,22 +1,22 @@
 """Sequence layers: ``keras.layers.RNN`` over each cell, as ``keras.layers.LSTM`` wraps its cell.
 
 The layers take ``keras.layers.LSTM``'s arguments (the cell's, plus ``return_sequences``,
-``return_state``, ``go_backwards``, ``stateful``, ``unroll``) and drive the backend's time
-loop directly (:meth:`VariantRNN.inner_loop`). Each step goes through the cell's own
+``return_state``, ``go_backwards``, ``stateful``, ``unroll``), plus ``loop``, and run the
+cell over time with a kernel (:mod:`keras_lstm_variants.kernels`, from
+:meth:`VariantRNN.inner_loop`). Keras's loop, the fallback, steps the cell's own
 :meth:`~keras_lstm_variants.cells.base.RecurrentCell.gates` (input projection, then
 ``transition``), so the layers and ``keras.layers.RNN(cell)`` compute the same equations
-(tests/test_layers.py proves it, forward and gradients).
+(tests/test_layers.py proves it, forward and gradients); every other kernel is proven equal
+to it.
 """
 
-import functools
 import inspect
 import re
 
 import keras
-from keras import backend, layers, ops
+from keras import layers
 
-from . import fast
-from ._compat import rnn
+from . import kernels
 from .cells import (
     CIFGLSTMCell,
     GreffLSTMCell,
@@ -27,7 +27,7 @@ from .cells import (
     SLSTMCell,
 )
 from .cells.base import refusal, register
-from .cells.minimal import MinGRUCell, MinLSTMCell, scan_recurrence
+from .cells.minimal import MinGRUCell, MinLSTMCell
 from .cells.options import check_flag
 
 
@@ -89,8 +89,7 @@ def _take_kernel_choice(layer, kwargs):
     accepts the stock layer's arguments: ``implementation`` (1 or 2: the same equations either
     way) and ``use_cudnn`` ("auto" or False, returned: False keeps the layer off the fused
     kernels, PyTorch's on torch and TensorFlow's ``BlockLSTMV2``, see
-    :func:`~keras_lstm_variants.fast.fused_supported` and
-    :func:`~keras_lstm_variants.fast.block_supported`; never TensorFlow's cuDNN kernel)."""
+    :mod:`keras_lstm_variants.kernels`; never TensorFlow's cuDNN kernel)."""
     kind = type(layer).__name__
     implementation = kwargs.pop("implementation", 2)
     if implementation not in (1, 2):
@@ -106,7 +105,9 @@ def _take_kernel_choice(layer, kwargs):
 
 
 class VariantRNN(layers.RNN):
-    """Base of the sequence layers: builds ``cell_class`` from the arguments, runs the fast path.
+    """Base of the sequence layers: builds ``cell_class`` from the arguments, runs it over time
+    with a kernel (``loop``: "auto", "keras" or a kernel's name, see
+    :mod:`keras_lstm_variants.kernels`).
 
     Positional arguments (:meth:`positional_arguments`): ``units``, the cell's own leading
     ones (e.g. ``peepholes``, ``variant``, ``num_heads``), then ``keras.layers.LSTM``'s (or
@@ -119,7 +120,8 @@ class VariantRNN(layers.RNN):
     #: True for the drop-ins for ``keras.layers.LSTM``/``GRU``, which take their kernel choices.
     drop_in = False
 
-    def __init__(self, units, *args, **kwargs):
+    def __init__(self, units, *args, loop="auto", **kwargs):
+        loop = kernels.check_loop(loop, type(self).__name__)
         kwargs = self.bind_arguments(args, kwargs)
         use_cudnn = _take_kernel_choice(self, kwargs) if self.drop_in else False
         for name in LAYER_FLAGS:
@@ -140,6 +142,10 @@ class VariantRNN(layers.RNN):
         super().__init__(cell, **kwargs)
         #: "auto" (drop-ins, by default) or False; not saved, as in ``keras.layers.LSTM``.
         self.use_cudnn = use_cudnn
+        #: Which kernel runs the time loop (:mod:`keras_lstm_variants.kernels`): "auto" (the
+        #: first that can), "keras" (Keras's own loop) or a kernel's name (raises its reason
+        #: when it cannot run); saved in the config.
+        self.loop = loop
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -188,6 +194,7 @@ class VariantRNN(layers.RNN):
             parameters.append(
                 Parameter(name, Parameter.POSITIONAL_OR_KEYWORD, default=defaults.get(name))
             )
+        parameters.append(Parameter("loop", Parameter.KEYWORD_ONLY, default="auto"))
         parameters.append(Parameter("kwargs", Parameter.VAR_KEYWORD))
         return inspect.Signature(parameters)
 
@@ -280,83 +287,20 @@ class VariantRNN(layers.RNN):
         return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        """Run :meth:`~keras_lstm_variants.cells.base.RecurrentCell.gates` over the time axis.
-
-        Each step projects its own input (``W x_t + b``), then calls ``transition``. Projecting
-        every step in one GEMM before the loop measured slower on CPU (README, "Speed": 1.15-2.1x
-        the CPU time at the bench's default shape, train and inference, with and without XLA;
-        1.0-1.35x in the long case): that projection is ``G * units / features`` times larger
-        than the input (16x at the default shape), and the loop's transpose and per-step
-        TensorArray copies of it cost more memory traffic than the small per-step GEMM saves.
-
-        JAX training of the LSTM family takes :func:`keras_lstm_variants.fast.rnn` instead
-        (the same steps, the weight gradients taken after the loop) where
-        :func:`~keras_lstm_variants.fast.supported` allows, and on a GPU or TPU every cell of
-        the LSTM family and the GRU take it, unrolled, in training and inference, where
-        :func:`~keras_lstm_variants.fast.scan_supported` does; the torch backend, which runs op by
-        op, takes :func:`~keras_lstm_variants.fast.eager_rnn` (one input GEMM, then a plain
-        loop over ``transition``) where :func:`~keras_lstm_variants.fast.eager_supported` does,
-        and the plain LSTM and GRU there run PyTorch's own kernels
-        (:func:`~keras_lstm_variants.fast.torch_rnn`) where
-        :func:`~keras_lstm_variants.fast.fused_supported` does. TensorFlow's inference at small
-        batches without XLA runs its fused ``BlockLSTMV2`` for the LSTM and peephole LSTM
-        (:func:`~keras_lstm_variants.fast.block_lstm`) where
-        :func:`~keras_lstm_variants.fast.block_supported` allows.
-        """
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        cell = self.cell
-        after = fast.supported(self, sequences, training)
-        if after or fast.scan_supported(self, sequences, training):
-            go_backwards, zeros = self.go_backwards, self.zero_output_for_mask
-            return fast.rnn(
-                cell, sequences, initial_state, mask, go_backwards, zeros, training, after
-            )
-        if fast.fused_supported(self, sequences, mask, training):
-            backwards, every = self.go_backwards, self.return_sequences
-            return fast.torch_rnn(cell, sequences, initial_state, backwards, every)
-        if fast.block_supported(self, sequences, mask, training):
-            backwards, every = self.go_backwards, self.return_sequences
-            loop = functools.partial(self._keras_loop, sequences, initial_state, mask, training)
-            return fast.block_lstm(cell, sequences, initial_state, backwards, every, loop)
-        if fast.eager_supported(self, sequences, mask, training):
-            backwards, every = self.go_backwards, self.return_sequences
-            return fast.eager_rnn(cell, sequences, initial_state, backwards, every, training)
-        return self._keras_loop(sequences, initial_state, mask, training)
-
-    def _keras_loop(self, sequences, initial_state, mask, training=False):
-        """Keras's time loop (the backend's ``rnn``) over the cell's ``gates``."""
-        cell = self.cell
-        # Zoneout in training: every step's masks drawn here, before the loop, and fed to the
-        # steps with the inputs, so each step has its own on every backend (JAX's scan traces
-        # the step once: a draw inside it would repeat one mask at every step).
-        # (A flat tuple: Keras's unrolled loop does not take deeper nesting.)
-        zoneout_masks = (cell.zoneout_masks(sequences) if training else None) or {}
-
-        def step(inputs_t, states):
-            x_t, *masks_t = inputs_t if zoneout_masks else (inputs_t,)
-            masks_t = dict(zip(zoneout_masks, masks_t, strict=True))
-            _, new_states = cell.gates(x_t, list(states), training, zoneout_masks=masks_t)
-            return new_states[0], new_states
-
-        return rnn(
-            step,
-            (sequences, *zoneout_masks.values()) if zoneout_masks else sequences,
-            list(initial_state),
-            go_backwards=self.go_backwards,
-            mask=mask,
-            unroll=self.unroll,
-            input_length=sequences.shape[1],
-            zero_output_for_mask=self.zero_output_for_mask,
-            return_all_outputs=self.return_sequences,
-        )
+        """Run the cell over the time axis with the kernel :mod:`keras_lstm_variants.kernels`
+        chooses for this call and the layer's ``loop`` (``"auto"``: the first that can run;
+        Keras's own loop, stepping the cell's ``gates``, always can). Active
+        :func:`~keras_lstm_variants.kernels.observing` observers see the call first (gate
+        tracing's hook). :func:`~keras_lstm_variants.explain_kernels` says which kernel runs
+        and why not the others."""
+        return kernels.run(self, kernels.record(self, sequences, initial_state, mask, training))
 
     def get_config(self):
         config = super().get_config()
         cell_config = dict(config.pop("cell")["config"])
         for key in ("name", "trainable", "dtype"):
             cell_config.pop(key, None)
-        return {**config, **cell_config}
+        return {**config, **cell_config, "loop": self.loop}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -367,6 +311,8 @@ _LAYER_ARGS = """
     Args:
         units: dimensionality of the output and of each state.
         return_sequences, return_state, go_backwards, stateful, unroll: as ``keras.layers.LSTM``.
+        loop: keyword-only, which kernel runs the time loop: "auto" (default), "keras" or a
+            kernel's name (:mod:`keras_lstm_variants.kernels`).
         **kwargs: the cell's arguments (see :class:`{cell}`) and ``keras.layers.Layer``'s.
 
     Positional arguments: ``units``, the cell's own leading ones, then ``keras.layers.LSTM``'s
@@ -381,7 +327,7 @@ class LSTM(VariantRNN):
         "The vanilla LSTM over a sequence; a drop-in for ``keras.layers.LSTM`` (same arguments"
         " and weights, never TensorFlow's cuDNN-only kernel, so it runs under XLA and exports"
         " anywhere; on the torch backend it runs PyTorch's own LSTM kernel where it computes the"
-        " same thing: :func:`~keras_lstm_variants.fast.fused_supported`)."
+        " same thing: :mod:`keras_lstm_variants.kernels`, ``torch-fused``)."
         + _LAYER_ARGS.format(cell="LSTMCell")
     )
     cell_class = LSTMCell
@@ -418,7 +364,8 @@ class GRU(VariantRNN):
     __doc__ = (
         "The GRU over a sequence; the arguments and weights of ``keras.layers.GRU`` (on the"
         " torch backend it runs PyTorch's own GRU kernel where it computes the same thing:"
-        " :func:`~keras_lstm_variants.fast.fused_supported`)." + _LAYER_ARGS.format(cell="GRUCell")
+        " :mod:`keras_lstm_variants.kernels`, ``torch-fused``)."
+        + _LAYER_ARGS.format(cell="GRUCell")
     )
     cell_class = GRUCell
     drop_in = True
@@ -427,7 +374,8 @@ class GRU(VariantRNN):
 class MinimalRNN(VariantRNN):
     """Base of :class:`MinGRU` and :class:`MinLSTM`: the whole sequence at once.
 
-    :meth:`inner_loop` projects every step's input in one product (``cell.project``), turns
+    Its ``min-scan`` kernel (:mod:`keras_lstm_variants.kernels.min_scan`) projects every
+    step's input in one product (``cell.project``), turns
     it into the recurrence's coefficients (``cell.coefficients``) and runs the scan
     (:func:`~keras_lstm_variants.cells.minimal.scan_recurrence`), instead of stepping the cell;
     tests/test_minimal.py proves it equal to stepping the cell's ``transition``. Masked steps
@@ -443,36 +391,6 @@ class MinimalRNN(VariantRNN):
             why = "it computes the sequence with a scan, not a time loop"
             raise ValueError(refusal(self, "unroll", kwargs["unroll"], why))
         super().__init__(units, **kwargs)
-
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        if sequences.shape[1] is None:
-            return super().inner_loop(sequences, initial_state, mask, training=training)
-        if self.go_backwards:
-            sequences = ops.flip(sequences, axis=1)
-            mask = None if mask is None else ops.flip(mask, axis=1)
-        cell = self.cell
-        (h_0,) = initial_state
-        z_x = cell.project(sequences, training)
-        if cell.compute_dtype in ("float16", "bfloat16"):
-            z_x, h_0 = ops.cast(z_x, "float32"), ops.cast(h_0, "float32")
-        _, a, b = cell.coefficients(z_x)
-        h = scan_recurrence(a, b, h_0, mask=mask)
-        outputs = h
-        if mask is not None:
-            # The backend's time loop at a masked step outputs zeros (zero_output_for_mask),
-            # else the previous output: on TensorFlow and torch zeros before the first
-            # unmasked step, on JAX the carried state (h_0 there), i.e. h itself.
-            shown = ops.cast(mask, "bool")
-            if not self.zero_output_for_mask:
-                shown = ops.cumsum(ops.cast(mask, "int32"), axis=1) > 0
-            if self.zero_output_for_mask or backend.backend() != "jax":
-                outputs = ops.where(ops.expand_dims(shown, -1), h, ops.zeros_like(h))
-        last_output = outputs[:, -1]
-        if not self.return_sequences:
-            outputs = ops.expand_dims(last_output, 1)
-        return last_output, outputs, [h[:, -1]]
 
 
 @register
@@ -533,27 +451,6 @@ class MLSTM(VariantRNN):
         super().__init__(units, **kwargs)
         self.parallel = parallel
 
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        """The parallel form, returning what Keras's time loop returns for the same input:
-        ``(last_output, outputs, new_states)``, outputs in processing order."""
-        if not self.parallel:
-            return super().inner_loop(sequences, initial_state, mask, training)
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        if self.go_backwards:
-            sequences = ops.flip(sequences, axis=1)
-            mask = None if mask is None else ops.flip(mask, axis=1)
-        if mask is not None:
-            mask = ops.cast(mask, "bool")
-        initial_state = list(initial_state)
-        z = self.cell.project_sequence(sequences, training)
-        h, memory = self.cell.parallel(z, initial_state, mask)
-        if mask is None:
-            outputs, h_last = h, h[:, -1]
-        else:
-            outputs, h_last = _masked_outputs(h, initial_state[0], mask, self.zero_output_for_mask)
-        return outputs[:, -1], outputs, [h_last, *memory]
-
     def get_config(self):
         return {**super().get_config(), "parallel": self.parallel}
 
@@ -582,27 +479,3 @@ def sequence_layer(cell_class, name=None, package=None, doc=None):
     }
     layer = type(name, (VariantRNN,), namespace)
     return keras.saving.register_keras_serializable(package=package)(layer)
-
-
-def _masked_outputs(h, h_0, mask, zero_output_for_mask):
-    """Outputs and the final ``h`` state under ``mask``, by the rule of Keras's time loop.
-
-    A masked step carries the state over, so the ``h`` state after step ``t`` is ``h`` of the
-    latest unmasked step ``s <= t`` (``h_0`` if none). The output there is zero with
-    ``zero_output_for_mask``; otherwise the previous output: that latest ``h``, or before any
-    unmasked step ``h_0`` on JAX (whose loop emits the carried state) and zeros on the other
-    backends (whose loops start from a zero output).
-    """
-    steps = ops.arange(ops.shape(h)[1])
-    count = ops.cumsum(ops.cast(mask, "int32"), axis=1)  # unmasked steps so far
-    causal = ops.expand_dims(steps, 0) <= ops.expand_dims(steps, 1)  # (t, s): s <= t
-    same_count = ops.expand_dims(count, 1) == ops.expand_dims(count, 2)
-    latest = ops.expand_dims(mask, 1) & same_count & causal[None]  # s: latest unmasked <= t
-    h = ops.where(ops.expand_dims(mask, -1), h, ops.zeros_like(h))
-    carried = ops.einsum("bts,bsu->btu", ops.cast(latest, h.dtype), h)
-    started = ops.expand_dims(count > 0, -1)
-    h_last = ops.where(started[:, -1], carried[:, -1], h_0)
-    if zero_output_for_mask:
-        return h, h_last
-    before = h_0 if backend.backend() == "jax" else ops.zeros_like(h_0)
-    return ops.where(started, carried, ops.expand_dims(before, 1)), h_last

@@ -1,12 +1,12 @@
 """TensorFlow's fused ``BlockLSTMV2`` against the cell's loop, by batch size (CPU inference).
 
 For each shape batch x time x features x units, times ``predict_on_batch`` (``jit_compile=False``)
-of Keras models over our ``LSTM`` and ``PeepholeLSTM`` taking the kernel (``fast.block_lstm``,
-opted in with ``fast.BLOCK_LSTM`` and forced at every batch), the same layers stepping the
-cell (``fast.disabled()``) and ``keras.layers.LSTM``; minimum of R (default 8) calls after the
-first (which traces), interleaved.
+of Keras models over our ``LSTM`` and ``PeepholeLSTM`` taking the kernel (``loop="tf-block"``,
+forced at every batch), the same layers stepping the cell (``kernels.forced("keras")``) and
+``keras.layers.LSTM``; minimum of R (default 8) calls after the first (which traces),
+interleaved.
 Run with ``KERAS_BACKEND=tensorflow python3 scripts/block_probe.py``; it chose
-``fast.BLOCK_MAX_BATCH``.
+``kernels.tf_block.BLOCK_MAX_BATCH``.
 """
 
 import contextlib
@@ -19,7 +19,8 @@ import keras
 import numpy as np
 
 import keras_lstm_variants as klv
-from keras_lstm_variants import fast
+from keras_lstm_variants import kernels
+from keras_lstm_variants.kernels import tf_block
 
 REPEATS = int(os.environ.get("R", 8))
 SHAPES = [
@@ -44,19 +45,21 @@ def model(layer, shape):
 
 
 def main():
-    fast.BLOCK_LSTM = True  # opted in
-    fast.BLOCK_MAX_BATCH = max(shape[0] for shape in SHAPES)  # the kernel at every batch
+    tf_block.BLOCK_MAX_BATCH = max(shape[0] for shape in SHAPES)  # the kernel at every batch
     print("B x T x F x U: predict_on_batch ms, kernel / cell's loop (stock keras.layers.LSTM)")
     for shape in SHAPES:
         x = np.random.default_rng(0).standard_normal(shape[:3], dtype=np.float32)
         units = shape[3]
-        runs = {f"{name} kernel": (model(cls(units), shape), False) for name, cls in LAYERS.items()}
+        runs = {
+            f"{name} kernel": (model(cls(units, loop="tf-block"), shape), False)
+            for name, cls in LAYERS.items()
+        }
         runs |= {f"{name} loop": (model(cls(units), shape), True) for name, cls in LAYERS.items()}
         runs["keras.layers.LSTM"] = (model(keras.layers.LSTM(units), shape), False)
         times = {name: [] for name in runs}
         for repeat in range(REPEATS + 1):
             for name, (m, loop) in runs.items():
-                with fast.disabled() if loop else contextlib.nullcontext():
+                with kernels.forced("keras") if loop else contextlib.nullcontext():
                     start = time.perf_counter()
                     m.predict_on_batch(x)
                     if repeat:  # the first call traces

@@ -29,6 +29,20 @@ if BACKEND == "torch":
     torch.backends.cudnn.allow_tf32 = False
 
 
+@pytest.fixture
+def policy(request):
+    """Set the global dtype policy (``request.param``, e.g. ``"mixed_float16"``, given with
+    ``indirect=True``) for one test; restore the previous one afterwards."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(request.param)
+    try:
+        yield keras.config.dtype_policy()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
@@ -70,6 +84,10 @@ if BACKEND == "torch":
 
     _tensor_array = torch.Tensor.__array__
 
+    # Still needed by test files outside the kernels' (test_layers, test_cells, test_options,
+    # test_minimal, test_xlstm, test_greff: about 150 tests compare layer outputs that require
+    # grad with NumPy directly); test_fast_path, test_eager_path and test_kernels pass without
+    # it (they convert with keras.ops.convert_to_numpy).
     def _detached_array(self, dtype=None, copy=None):
         """NumPy's view of a tensor that requires grad: its detached value (test-side only, so
         the suite's ``np.testing`` comparisons read Keras's torch outputs as they read TF's);

@@ -280,3 +280,58 @@ def xla_training(layer, x, states, target, steps=3):
     target = np.broadcast_to(target, compiled.shape).astype(compiled.dtype)
     losses = [float(model.train_on_batch([x, *states], target)) for _ in range(steps)]
     return compiled, losses
+
+
+def central_differences(evaluate, value, assign, eps=1e-6):
+    """d evaluate() / d value by central differences (float64), perturbing one entry at a
+    time: ``assign(perturbed)`` puts each perturbed copy of ``value`` in place before
+    ``evaluate()``; ``value`` itself is assigned back at the end."""
+    grad = np.zeros_like(value)
+    for index in np.ndindex(value.shape):
+        shifted = []
+        for sign in (1.0, -1.0):
+            perturbed = value.copy()
+            perturbed[index] += sign * eps
+            assign(perturbed)
+            shifted.append(evaluate())
+        grad[index] = (shifted[0] - shifted[1]) / (2 * eps)
+    assign(value)
+    return grad
+
+
+def setter(values, k):
+    """``assign`` for :func:`central_differences`: puts its argument at ``values[k]``."""
+    return lambda value: values.__setitem__(k, value)
+
+
+def keras_rnn_results(layer_class, shape, *, mask=None, training=False, seed=1, wrap=None, **args):
+    """The results and gradients (:func:`run_with_gradients`) of ``layer_class(**args)`` and
+    of ``keras.layers.RNN`` over its cell (:func:`with_keras_rnn`), both returning sequences
+    and states unless ``args`` says otherwise, on the same random inputs ``shape`` and
+    non-zero initial states; each flattened. ``args`` may hold ``dtype``. ``wrap(layer, x,
+    states)``, if given, is what runs in place of the layer."""
+    dtype = args.pop("dtype", "float32")
+    args = {"return_sequences": True, "return_state": True, **args}
+    layer, reference = with_keras_rnn(layer_class, shape, dtype, **args)
+    assert [id(v) for v in reference.trainable_weights] == [id(v) for v in layer.trainable_weights]
+    generator = np.random.default_rng(seed)
+    x = generator.normal(size=shape).astype(dtype)
+    states = [generator.normal(0, 0.5, (shape[0], s)).astype(dtype) for s in layer.state_size]
+    count = 1 + len(states) + len(layer.trainable_weights)  # gradients: x, states, weights
+    if wrap is not None:
+        layer = wrap(layer, x, states)
+    results = []
+    for model in (layer, reference):
+        outputs, grads = run_with_gradients(model, x, states, mask=mask, training=training)
+        assert len(grads) == count
+        results.append(keras.tree.flatten((outputs, grads)))
+    return results
+
+
+def assert_equals_keras_rnn(layer_class, shape, tolerance, **kwargs):
+    """:func:`keras_rnn_results` of the layer equal those of ``keras.layers.RNN(cell)``:
+    outputs, final states and the gradients of the inputs, initial states and every weight."""
+    got, expected = keras_rnn_results(layer_class, shape, **kwargs)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, **tolerance)

@@ -15,6 +15,7 @@ from helpers import (
     CASES,
     FEATURES,
     VARIANT_CASES,
+    central_differences,
     data,
     float64,
     gradients,
@@ -126,21 +127,6 @@ def test_peephole_cell_without_peepholes_is_lstm():
 # ------------------------------------------------------------ finite differences
 
 
-def _central_differences(evaluate, value, assign, eps=1e-6):
-    """d evaluate / d value by central differences, perturbing one entry at a time."""
-    grad = np.zeros_like(value)
-    for index in np.ndindex(value.shape):
-        shifted = []
-        for sign in (1.0, -1.0):
-            perturbed = value.copy()
-            perturbed[index] += sign * eps
-            assign(perturbed)
-            shifted.append(evaluate())
-        grad[index] = (shifted[0] - shifted[1]) / (2 * eps)
-    assign(value)
-    return grad
-
-
 @pytest.mark.parametrize("case", VARIANT_CASES)
 def test_gradients_match_finite_differences(case):
     """Autodiff gradients (inputs, initial states, every weight) equal float64 central FD."""
@@ -184,10 +170,10 @@ def test_gradients_match_finite_differences(case):
             return float(keras.ops.convert_to_numpy(loss(*current)))
 
         expected = [
-            _central_differences(evaluate, array, functools.partial(set_input, k))
+            central_differences(evaluate, array, functools.partial(set_input, k))
             for k, array in enumerate(list(current))
         ] + [
-            _central_differences(evaluate, keras.ops.convert_to_numpy(variable), variable.assign)
+            central_differences(evaluate, keras.ops.convert_to_numpy(variable), variable.assign)
             for variable in layer.trainable_weights
         ]
     assert len(grads) == len(expected) == 1 + len(states) + len(layer.weights)

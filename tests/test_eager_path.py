@@ -1,12 +1,14 @@
-"""The eager loop (keras_lstm_variants/fast.py, ``eager_rnn``) equals the per-step loop.
+"""The ``torch-eager`` kernel (keras_lstm_variants/kernels/torch_eager.py) equals the per-step
+loop; so do ``torch-fused`` (PyTorch's LSTM and GRU) and ``tf-block`` (TensorFlow's
+``BlockLSTMV2``).
 
-The torch backend takes it; its code is Keras ops, so on every backend it is forced here and
-compared with ``keras.layers.RNN(cell)`` on the same weights: outputs, final states and the
-gradients of the inputs, the (non-zero) initial states and every weight, in training and in
-inference, forwards and with ``go_backwards``, float32 at 1e-5 relative. Then the cases it must
-leave to Keras's loop, and (on torch) that the layers really take it. Last, on torch, the
-PyTorch kernels of the vanilla LSTM and the GRU (``torch_rnn``) against the same reference,
-and what they leave to the cell.
+The torch backend takes the eager loop; its code is Keras ops, so on every backend it is
+forced here and compared with ``keras.layers.RNN(cell)`` on the same weights: outputs, final
+states and the gradients of the inputs, the (non-zero) initial states and every weight, in
+training and in inference, forwards and with ``go_backwards``, float32 at 1e-5 relative. Then
+the cases it must leave to Keras's loop (and the reasons it gives), and (on torch) that the
+layers really take it. Then, on torch, PyTorch's kernels against the same reference and what
+they leave to the cell; last, on TensorFlow, the opt-in ``BlockLSTMV2``.
 """
 
 import functools
@@ -19,13 +21,14 @@ from helpers import (
     count_calls,
     float32_tolerance,
     float64_tolerance,
+    keras_rnn_results,
     randomize,
-    run_with_gradients,
     with_keras_rnn,
 )
 
 import keras_lstm_variants as klv
-from keras_lstm_variants import fast
+from keras_lstm_variants import kernels
+from keras_lstm_variants.kernels import _conditions, tf_block, torch_eager, torch_fused
 
 BATCH, TIME, FEATURES, UNITS = 3, 6, 4, 5
 TOLERANCE = float32_tolerance(1e-5, 1e-6)
@@ -46,21 +49,29 @@ CONFIGS = {
 
 @pytest.fixture
 def calls(monkeypatch):
-    """How often the layers took ``fast.eager_rnn``."""
-    return count_calls(monkeypatch, fast, "eager_rnn")
+    """How often the layers took ``torch_eager.eager_rnn``."""
+    return count_calls(monkeypatch, torch_eager, "eager_rnn")
 
 
 @pytest.fixture
 def forced(monkeypatch):
-    """The eager loop on any backend (the JAX training path and PyTorch's kernel off)."""
-    monkeypatch.setattr(fast, "supported", lambda *a: False)
-    monkeypatch.setattr(fast, "fused_supported", lambda *a: False)
+    """The eager loop on any backend (``loop="torch-eager"`` for every layer, the kernels
+    deciding as on torch)."""
     on(monkeypatch, "torch")
+    with kernels.forced("torch-eager"):
+        yield
 
 
 def on(monkeypatch, backend):
-    """``fast`` decides as on ``backend`` (Keras itself stays on its own)."""
-    monkeypatch.setattr(fast, "backend", types.SimpleNamespace(backend=lambda: backend))
+    """The kernels decide as on ``backend`` (Keras itself stays on its own)."""
+    monkeypatch.setattr(_conditions, "backend", types.SimpleNamespace(backend=lambda: backend))
+
+
+def call(sequences, mask=None, training=True, layer=None):
+    """The :class:`~keras_lstm_variants.kernels.Call` of ``layer`` on inputs shaped like
+    ``sequences`` (a stand-in with a ``shape``)."""
+    unroll = False if layer is None else layer.unroll
+    return kernels.Call(sequences, [], mask=mask, training=training, unroll=unroll)
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
@@ -69,30 +80,24 @@ def on(monkeypatch, backend):
 def test_equals_keras_rnn(config, go_backwards, training, forced, calls):
     layer_class, arguments = CONFIGS[config]
     got, expected = with_reference(layer_class, arguments, go_backwards, training)
-    assert calls, "the layer took the eager loop"
+    assert len(calls) == 1, "the layer took the eager loop (the reference did not)"
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
 
 
 def with_reference(layer_class, arguments, go_backwards, training, dtype="float32", wrap=None):
-    """The results and gradients (``run_with_gradients``) of ``layer_class(UNITS,
-    **arguments)`` and of ``keras.layers.RNN`` over its cell, both returning sequences and
-    states, on the same random inputs and non-zero initial states; each flattened. ``wrap(layer,
-    x, states)``, if given, is what runs in place of the layer."""
-    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
-    shape = (BATCH, TIME, FEATURES)
-    layer, reference = with_keras_rnn(
-        layer_class, shape, dtype, units=UNITS, **options, **arguments
+    """``keras_rnn_results`` of ``layer_class(UNITS, **arguments)`` and of
+    ``keras.layers.RNN`` over its cell, on ``(BATCH, TIME, FEATURES)`` inputs."""
+    return keras_rnn_results(
+        layer_class,
+        (BATCH, TIME, FEATURES),
+        training=training,
+        wrap=wrap,
+        units=UNITS,
+        go_backwards=go_backwards,
+        dtype=dtype,
+        **arguments,
     )
-    generator = np.random.default_rng(1)
-    x = generator.normal(size=(BATCH, TIME, FEATURES)).astype(dtype)
-    states = [generator.normal(0, 0.5, (BATCH, s)).astype(dtype) for s in layer.state_size]
-    if wrap is not None:
-        layer = wrap(layer, x, states)
-    return [
-        keras.tree.flatten(run_with_gradients(model, x, states, training=training))
-        for model in (layer, reference)
-    ]
 
 
 @pytest.mark.parametrize("return_sequences", [False, True])
@@ -109,15 +114,26 @@ def test_last_output_and_stateful(return_sequences, forced, calls, monkeypatch):
 
     got = results()
     assert len(calls) == 2
-    on(monkeypatch, "tensorflow")
-    for a, b in zip(got, results(), strict=True):
+    with kernels.forced("keras"):
+        expected = results()
+    assert len(calls) == 2
+    for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["disabled", "jax", "mask", "zoneout", "dropout", "recurrent_dropout", "unroll", "slstm"],
-)
+#: (case, a few words of the reason the eager loop gives)
+EAGER_CASES = {
+    "jax": "backend is jax",
+    "mask": "mask",
+    "zoneout": "zoneout is on",
+    "dropout": "dropout in training",
+    "recurrent_dropout": "dropout in training",
+    "unroll": "unroll=True",
+    "slstm": "SLSTMCell does not declare 'separable-input'",
+}
+
+
+@pytest.mark.parametrize("case", EAGER_CASES)
 def test_keras_loop_cases(case, monkeypatch):
     arguments = {
         "zoneout": {"zoneout": 0.1},
@@ -129,11 +145,10 @@ def test_keras_loop_cases(case, monkeypatch):
     sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
     mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
     on(monkeypatch, "jax" if case == "jax" else "torch")
-    if case == "disabled":
-        monkeypatch.setattr(fast, "ENABLED", False)
-    assert not fast.eager_supported(layer, sequences, mask, training=True)
+    reason = torch_eager.why_not(layer, call(sequences, mask, layer=layer))
+    assert reason is not None and EAGER_CASES[case] in reason
     if case in ("dropout", "recurrent_dropout"):  # dropout is off in inference
-        assert fast.eager_supported(layer, sequences, mask, training=False)
+        assert torch_eager.why_not(layer, call(sequences, mask, False, layer)) is None
 
 
 torch_only = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch backend's")
@@ -141,7 +156,7 @@ torch_only = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the 
 
 @torch_only
 def test_torch_layers_take_it(calls, monkeypatch):
-    fused = count_calls(monkeypatch, fast, "torch_rnn")
+    fused = count_calls(monkeypatch, torch_fused, "torch_rnn")
     x = np.random.default_rng(3).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
     for layer_class, arguments in CONFIGS.values():
         layer_class(UNITS, **arguments)(x)
@@ -171,7 +186,7 @@ def test_torch_kernels_equal_keras_rnn(config, go_backwards, training, monkeypat
     layer_class, arguments, dtype = FUSED[config]
     if training and arguments.get("dropout"):
         pytest.skip("dropout in training steps the cell (test_keras_loop_cases)")
-    fused = count_calls(monkeypatch, fast, "torch_rnn")
+    fused = count_calls(monkeypatch, torch_fused, "torch_rnn")
     got, expected = with_reference(layer_class, arguments, go_backwards, training, dtype)
     assert len(fused) == 1, "the layer ran PyTorch's kernel (the reference did not)"
     tolerance = TOLERANCE if dtype == "float32" else float64_tolerance(1e-10, 1e-12)
@@ -179,25 +194,26 @@ def test_torch_kernels_equal_keras_rnn(config, go_backwards, training, monkeypat
         np.testing.assert_allclose(a, b, **tolerance)
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "peephole",
-        "cifg",
-        "greff",
-        "layer_norm",
-        "proj_units",
-        "cell_clip",
-        "relu",
-        "use_cudnn",
-        "mixed_float16",
-        "mask",
-        "gru-reset-before",
-        "gru-layer-norm",
-        "gru-hard-sigmoid",
-        "gru-use_cudnn",
-    ],
-)
+#: (case, a few words of the reason PyTorch's kernels give)
+FUSED_CASES = {
+    "peephole": "PeepholeLSTMCell declares neither",
+    "cifg": "CIFGLSTMCell declares neither",
+    "greff": "GreffLSTMCell declares neither",
+    "layer_norm": "layer_norm is on",
+    "proj_units": "proj_units is on",
+    "cell_clip": "cell_clip is on",
+    "relu": "activation is not tanh",
+    "use_cudnn": "use_cudnn=False",
+    "mixed_float16": "mixed precision",
+    "mask": "mask",
+    "gru-reset-before": "reset_after=False",
+    "gru-layer-norm": "layer_norm is on",
+    "gru-hard-sigmoid": "recurrent_activation is not sigmoid",
+    "gru-use_cudnn": "use_cudnn=False",
+}
+
+
+@pytest.mark.parametrize("case", FUSED_CASES)
 def test_torch_kernel_cases(case, monkeypatch):
     """What PyTorch's kernels do not compute is left to the cell."""
     layer_class = {"peephole": klv.PeepholeLSTM, "cifg": klv.CIFGLSTM}.get(case, klv.LSTM)
@@ -221,9 +237,10 @@ def test_torch_kernel_cases(case, monkeypatch):
     sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
     on(monkeypatch, "torch")
     for kernel in (klv.LSTM, klv.GRU):
-        assert fast.fused_supported(kernel(UNITS), sequences, None, training=True)
+        assert torch_fused.why_not(kernel(UNITS), call(sequences)) is None
     mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
-    assert not fast.fused_supported(layer, sequences, mask, training=True)
+    reason = torch_fused.why_not(layer, call(sequences, mask))
+    assert reason is not None and FUSED_CASES[case] in reason
 
 
 tensorflow_only = pytest.mark.skipif(
@@ -231,14 +248,9 @@ tensorflow_only = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def opted_in(monkeypatch):
-    """TensorFlow's fused kernel on (``fast.BLOCK_LSTM``: off by default)."""
-    monkeypatch.setattr(fast, "BLOCK_LSTM", True)
-
-
 #: The configurations TensorFlow's ``BlockLSTMV2`` runs (in inference): our LSTM and the
-#: peephole LSTM with any subset of peepholes, without options.
+#: peephole LSTM with any subset of peepholes, without options; asked for by name
+#: (``loop="tf-block"``: opt-in).
 BLOCK = {
     "lstm": (klv.LSTM, {}),
     "lstm-no-bias": (klv.LSTM, {"use_bias": False}),
@@ -252,19 +264,20 @@ BLOCK = {
 @tensorflow_only
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
 @pytest.mark.parametrize("config", BLOCK)
-def test_tensorflow_kernel_equals_keras_rnn(config, go_backwards, monkeypatch, opted_in):
+def test_tensorflow_kernel_equals_keras_rnn(config, go_backwards, monkeypatch):
     """Outputs, final states and the gradients (``BlockLSTMGradV2``) of the inputs, initial
     states and every weight, against ``keras.layers.RNN(cell)``, in inference. The layer is
     traced before any tape records (as by ``predict``, or for a SavedModel) and differentiated
-    through that graph afterwards; a tape recording at trace time keeps the cell's loop."""
+    through that graph afterwards; a tape recording at trace time is refused (test below)."""
     layer_class, arguments = BLOCK[config]
-    block = count_calls(monkeypatch, fast, "_block_lstm_layer")
+    block = count_calls(monkeypatch, tf_block, "_block_lstm_layer")
 
     def traced(layer, x, states):
         result = TracedLayer(layer, x, states)
         assert len(block) == 1, "the layer ran BlockLSTMV2"
         return result
 
+    arguments = {**arguments, "loop": "tf-block"}
     got, expected = with_reference(layer_class, arguments, go_backwards, False, wrap=traced)
     assert len(block) == 1, "the reference did not"
     for a, b in zip(got, expected, strict=True):
@@ -289,16 +302,21 @@ class TracedLayer:
 
 
 @tensorflow_only
-def test_tensorflow_kernel_not_under_a_tape(monkeypatch, opted_in):
-    """A tape recording while the layer runs keeps the cell's loop (its gradient is faster),
-    so second-order gradients work as before."""
+def test_tensorflow_kernel_not_under_a_tape(monkeypatch):
+    """A tape recording while the layer runs: ``loop="tf-block"`` refuses, naming it (the
+    cell's loop has the faster gradient, and a second-order one); ``loop="auto"`` never takes
+    the kernel, so second-order gradients work as before."""
     import tensorflow as tf
 
-    block = count_calls(monkeypatch, fast, "_block_lstm_layer")
-    layer = klv.PeepholeLSTM(UNITS)
+    block = count_calls(monkeypatch, tf_block, "_block_lstm_layer")
+    layer = klv.PeepholeLSTM(UNITS, loop="tf-block")
     x = tf.constant(np.random.default_rng(6).normal(size=(BATCH, TIME, FEATURES)), "float32")
     layer(x)
     assert len(block) == 1
+    with tf.GradientTape() as tape, pytest.raises(ValueError, match="gradient tape is recording"):
+        tape.watch(x)
+        layer(x)
+    layer.loop = "auto"
     with tf.GradientTape() as outer:
         outer.watch(x)
         with tf.GradientTape() as inner:
@@ -310,35 +328,42 @@ def test_tensorflow_kernel_not_under_a_tape(monkeypatch, opted_in):
 
 
 @tensorflow_only
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-def test_tensorflow_kernel_in_models(jit_compile, monkeypatch, opted_in):
-    """A compiled model's ``predict`` takes the kernel in a graph and steps the cell under XLA
-    (which has no kernel for the op); both equal the layer's own training-mode loop, and the
-    model's Bidirectional wrapper runs it both ways."""
-    block = count_calls(monkeypatch, fast, "block_lstm")
+def test_tensorflow_kernel_in_models(monkeypatch):
+    """A compiled model's ``predict`` takes the kernel in a graph, both ways of its
+    Bidirectional wrapper, and equals Keras's loop; under XLA (which has no kernel for the
+    op) and in training the layer refuses, naming why."""
+    block = count_calls(monkeypatch, tf_block, "block_lstm")
     x = np.random.default_rng(4).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
     inputs = keras.Input((None, FEATURES))
-    outputs = keras.layers.Bidirectional(klv.PeepholeLSTM(UNITS, return_sequences=True))(inputs)
-    model = keras.Model(inputs, klv.LSTM(UNITS)(outputs))
+    layer = klv.PeepholeLSTM(UNITS, return_sequences=True, loop="tf-block")
+    outputs = keras.layers.Bidirectional(layer)(inputs)
+    model = keras.Model(inputs, klv.LSTM(UNITS, loop="tf-block")(outputs))
     randomize(model)
-    model.compile(jit_compile=jit_compile)
+    model.compile(jit_compile=False)
     got = model.predict_on_batch(x)
-    assert len(block) == (0 if jit_compile else 3)
-    expected = model(x, training=True)  # no dropout: the same equations, the cell's loop
-    assert len(block) == (0 if jit_compile else 3)
+    assert len(block) == 3
+    with kernels.forced("keras"):
+        expected = model(x)
+    assert len(block) == 3
     np.testing.assert_allclose(got, keras.ops.convert_to_numpy(expected), **TOLERANCE)
+    with pytest.raises(ValueError, match="training"):
+        model(x, training=True)
+    model.compile(jit_compile=True)
+    with pytest.raises(ValueError, match="XLA"):
+        model.predict_on_batch(x)
 
 
 @tensorflow_only
 @pytest.mark.parametrize("return_sequences", [False, True])
-def test_tensorflow_kernel_free_batch(return_sequences, monkeypatch, opted_in):
+def test_tensorflow_kernel_free_batch(return_sequences, monkeypatch):
     """With the batch and time known only at run time (a graph with free axes, as in a
     SavedModel), the graph holds the kernel and the cell's loop under ``tf.cond``; batches on
-    both sides of ``BLOCK_MAX_BATCH`` equal ``keras.layers.RNN(cell)``."""
+    both sides of ``BLOCK_MAX_BATCH`` equal ``keras.layers.RNN(cell)``; with a known batch
+    above it, the kernel runs Keras's loop."""
     import tensorflow as tf
 
-    block = count_calls(monkeypatch, fast, "_block_lstm_layer")
-    options = {"return_sequences": return_sequences, "return_state": True}
+    block = count_calls(monkeypatch, tf_block, "_block_lstm_layer")
+    options = {"return_sequences": return_sequences, "return_state": True, "loop": "tf-block"}
     shape = (None, None, FEATURES)
     layer, reference = with_keras_rnn(klv.PeepholeLSTM, shape, units=UNITS, **options)
     spec = tf.TensorSpec(shape, "float32")
@@ -347,10 +372,13 @@ def test_tensorflow_kernel_free_batch(return_sequences, monkeypatch, opted_in):
     assert {"If", "StatelessIf"} & operations, "the choice is made at run time"
     assert len(block) == 1
     generator = np.random.default_rng(5)
-    for batch in (fast.BLOCK_MAX_BATCH, fast.BLOCK_MAX_BATCH + 1):
+    for batch in (tf_block.BLOCK_MAX_BATCH, tf_block.BLOCK_MAX_BATCH + 1):
         x = generator.normal(size=(batch, TIME, FEATURES)).astype("float32")
         for a, b in zip(function(x), reference(x), strict=True):
             np.testing.assert_allclose(a, keras.ops.convert_to_numpy(b), **TOLERANCE)
+    for a, b in zip(layer(x), reference(x), strict=True):  # known batch, above the limit
+        np.testing.assert_allclose(a, keras.ops.convert_to_numpy(b), **TOLERANCE)
+    assert len(block) == 1
 
 
 @tensorflow_only
@@ -359,41 +387,40 @@ def test_tensorflow_kernel_fits_at_run_time():
     integers, at the limits and where ``batch * time * units`` overflows int32."""
     import tensorflow as tf
 
-    steps = fast.BLOCK_MAX_BYTES // (7 * 4 * UNITS)  # at batch 1
-    for batch, time in [(1, steps), (1, steps + 1), (fast.BLOCK_MAX_BATCH + 1, 1), (16, 2**28)]:
-        expected = fast.block_fits(batch, time, UNITS)
-        got = fast.block_fits(*tf.constant([batch, time], tf.int64), UNITS)
+    steps = tf_block.BLOCK_MAX_BYTES // (7 * 4 * UNITS)  # at batch 1
+    limit = tf_block.BLOCK_MAX_BATCH
+    for batch, time in [(1, steps), (1, steps + 1), (limit + 1, 1), (16, 2**28)]:
+        expected = tf_block.block_fits(batch, time, UNITS)
+        got = tf_block.block_fits(*tf.constant([batch, time], tf.int64), UNITS)
         assert bool(got) == expected, (batch, time)
-    assert fast.block_fits(1, steps, UNITS) and not fast.block_fits(1, steps + 1, UNITS)
+    assert tf_block.block_fits(1, steps, UNITS) and not tf_block.block_fits(1, steps + 1, UNITS)
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "training",
-        "batch",
-        "memory",
-        "mask",
-        "cifg",
-        "greff",
-        "layer_norm",
-        "proj_units",
-        "cell_clip",
-        "zoneout",
-        "relu",
-        "hard_sigmoid",
-        "float64",
-        "mixed_float16",
-        "unroll",
-        "use_cudnn",
-        "disabled",
-        "default",
-        "torch",
-    ],
-)
-def test_tensorflow_kernel_cases(case, monkeypatch, opted_in):
+#: (case, a few words of the reason ``BlockLSTMV2`` gives)
+BLOCK_CASES = {
+    "training": "training",
+    "mask": "mask",
+    "cifg": "CIFGLSTMCell does not declare 'tf-block-lstm'",
+    "greff": "GreffLSTMCell does not declare 'tf-block-lstm'",
+    "layer_norm": "layer_norm is on",
+    "proj_units": "proj_units is on",
+    "cell_clip": "cell_clip is on",  # the op clips too, but its gradient there is unproven
+    "zoneout": "zoneout is on",
+    "relu": "activation is not tanh",
+    "hard_sigmoid": "recurrent_activation is not sigmoid",
+    "float64": "dtype is float64",
+    "mixed_float16": "mixed precision",
+    "unroll": "unroll=True",
+    "use_cudnn": "use_cudnn=False",
+    "torch": "backend is torch",
+}
+
+
+@pytest.mark.parametrize("case", BLOCK_CASES)
+def test_tensorflow_kernel_cases(case, monkeypatch):
     """What ``BlockLSTMV2`` does not compute, and training (where its gradient is slower than
-    the cell's loop), are left to the cell; so is every other backend."""
+    the cell's loop), are left to the cell; so is every other backend. ``auto`` never takes
+    it (opt-in)."""
     layer_class = {"cifg": klv.CIFGLSTM}.get(case, klv.PeepholeLSTM)
     if case == "greff":
         layer_class = functools.partial(klv.GreffLSTM, variant="NP")  # = LSTM, but a subclass
@@ -402,7 +429,7 @@ def test_tensorflow_kernel_cases(case, monkeypatch, opted_in):
     arguments = {
         "layer_norm": {"layer_norm": True},
         "proj_units": {"proj_units": 3},
-        "cell_clip": {"cell_clip": 1.0},  # the op clips too, but its gradient there is unproven
+        "cell_clip": {"cell_clip": 1.0},
         "zoneout": {"zoneout": 0.1},
         "relu": {"activation": "relu"},
         "hard_sigmoid": {"recurrent_activation": "hard_sigmoid"},
@@ -413,37 +440,27 @@ def test_tensorflow_kernel_cases(case, monkeypatch, opted_in):
     }.get(case, {})
     layer = layer_class(UNITS, **arguments)
     sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
-    monkeypatch.setattr(fast, "_tensorflow_needs_loop", lambda: False)
+    monkeypatch.setattr(tf_block, "_tensorflow_needs_loop", lambda: None)
     on(monkeypatch, "tensorflow")
     for kernel in (klv.LSTM, klv.PeepholeLSTM):
-        assert fast.block_supported(kernel(UNITS), sequences, None, training=False)
-    for batch in (None, fast.BLOCK_MAX_BATCH):  # None: block_lstm chooses at run time
-        assert fast.block_supported(klv.LSTM(UNITS), _batch(batch), None, training=False)
+        lstm = kernel(UNITS)
+        assert tf_block.why_not(lstm, call(sequences, training=False)) is None
+        assert kernels.auto(lstm, call(sequences, training=False)) == "keras"
     on(monkeypatch, "torch" if case == "torch" else "tensorflow")
-    if case == "disabled":
-        monkeypatch.setattr(fast, "ENABLED", False)
-    elif case == "default":
-        monkeypatch.setattr(fast, "BLOCK_LSTM", False)
     mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
-    if case == "batch":
-        sequences = _batch(fast.BLOCK_MAX_BATCH + 1)
-    elif case == "memory":  # one step more than BLOCK_MAX_BYTES holds
-        steps = fast.BLOCK_MAX_BYTES // (7 * 4 * fast.BLOCK_MAX_BATCH * UNITS) + 1
-        sequences = types.SimpleNamespace(shape=(fast.BLOCK_MAX_BATCH, steps, FEATURES))
-        assert fast.block_supported(klv.LSTM(UNITS), _batch(None, steps - 1), None, False)
-    training = case == "training"
-    assert not fast.block_supported(layer, sequences, mask, training=training)
-
-
-def _batch(size, time=TIME):
-    return types.SimpleNamespace(shape=(size, time, FEATURES))
+    reason = tf_block.why_not(layer, call(sequences, mask, case == "training", layer))
+    assert reason is not None and BLOCK_CASES[case] in reason
 
 
 @tensorflow_only
-def test_tensorflow_default_converts_to_tflite():
+def test_tensorflow_default_converts_to_tflite(tmp_path):
     """By default the layers never emit the op, so TensorFlow's own TFLite converter takes a
-    model of them, as it takes the cell's loop (with the kernel opted in it fails)."""
+    model of them, as it takes the cell's loop; ``export_tflite`` converts a model whose
+    layers ask for the op too (it traces with ``kernels.forced("auto")``)."""
     import tensorflow as tf
 
     model = keras.Sequential([keras.Input((TIME, FEATURES), batch_size=1), klv.PeepholeLSTM(UNITS)])
     assert tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    layer = klv.PeepholeLSTM(UNITS, loop="tf-block")
+    model = keras.Sequential([keras.Input((TIME, FEATURES), batch_size=1), layer])
+    assert klv.export_tflite(model, str(tmp_path / "model.tflite"))

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import keras_lstm_variants as klv
-from keras_lstm_variants import fast
+from keras_lstm_variants import kernels
 
 tf = pytest.importorskip("tensorflow", reason="SavedModel and TFLite export need TensorFlow")
 if keras.backend.backend() != "tensorflow":
@@ -396,21 +396,20 @@ def test_saved_model_cli_show_and_run(stacked):
 
 
 def test_fused_kernel_saved_model_served_elsewhere(tmp_path, monkeypatch):
-    """Opted in (``fast.BLOCK_LSTM``), a SavedModel of our LSTM and peephole LSTM carries
+    """Opted in (``loop="tf-block"``), a SavedModel of our LSTM and peephole LSTM carries
     TensorFlow's ``BlockLSTMV2`` (beside the cell's loop, chosen at run time) and serves, in a
     fresh process without this package, what the cells' own loop computes in Keras."""
-    monkeypatch.setattr(fast, "BLOCK_LSTM", True)
     rng = np.random.default_rng(8)
     inputs = keras.Input((None, FEATURES))
-    x = klv.PeepholeLSTM(4, return_sequences=True, name="peephole")(inputs)
-    model = keras.Model(inputs, klv.LSTM(3, return_sequences=True, name="lstm")(x))
+    x = klv.PeepholeLSTM(4, return_sequences=True, name="peephole", loop="tf-block")(inputs)
+    model = keras.Model(inputs, klv.LSTM(3, return_sequences=True, name="lstm", loop="tf-block")(x))
     random_weights(model, rng)
     path = str(tmp_path / "fused")
     klv.export_saved_model(model, path, streaming=True)
     ops, _ = graph_ops(path)
     assert {"BlockLSTMV2", "While"} <= ops or {"BlockLSTMV2", "StatelessWhile"} <= ops, ops
     x = rng.normal(0.0, 1.0, (BATCH, TIME, FEATURES)).astype("float32")
-    with fast.disabled():
+    with kernels.forced("keras"):
         np.savez(path + ".npz", inputs=x, outputs=model(x).numpy())
     stdout, _ = Job([sys.executable, "-c", SERVE_ELSEWHERE, path], tmp_path / "serve").result()
     assert stdout.count("served") == 1 and "blocked" in stdout

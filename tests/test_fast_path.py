@@ -1,10 +1,11 @@
-"""The JAX training fast path (keras_lstm_variants/fast.py) equals the per-step loop.
+"""The ``jax-scan`` kernel (keras_lstm_variants/kernels/jax_scan.py) equals the per-step loop.
 
 Against ``keras.layers.RNN(cell)`` on the same weights: outputs, final states and the gradients
 of the inputs, the (non-zero) initial states and every weight, for every cell configuration it
 takes, with masks padded at the start, in the middle and at the end, and ``go_backwards``;
 float32 at 1e-5 relative. Then a compiled ``fit``, ``Bidirectional`` and ``stateful`` against
-the fallback, the cases it must leave to the fallback, and forward-mode autodiff.
+Keras's loop, the cases it must leave to that loop (and the reasons it gives), and
+forward-mode autodiff.
 """
 
 import types
@@ -12,13 +13,14 @@ import types
 import keras
 import numpy as np
 import pytest
-from helpers import count_calls, randomize, with_keras_rnn
+from helpers import assert_equals_keras_rnn, count_calls, randomize
 
 import keras_lstm_variants as klv
-from keras_lstm_variants import fast
+from keras_lstm_variants import kernels
+from keras_lstm_variants.kernels import _conditions, jax_scan
 
 pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "jax", reason="the fast path is JAX's (jax.custom_vjp)"
+    keras.backend.backend() != "jax", reason="the kernel is JAX's (jax.custom_vjp)"
 )
 
 BATCH, TIME, FEATURES, UNITS = 3, 7, 4, 5
@@ -51,35 +53,8 @@ def padded_mask(time=TIME):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """How often the layers took ``fast.rnn`` (each trace counts)."""
-    return count_calls(monkeypatch, fast, "rnn")
-
-
-def run(layer, x, states, mask, seed=7, training=True):
-    """Outputs, states and the gradients of a random linear probe of them with respect to
-    ``x``, the initial states and every trainable weight."""
-    import jax
-
-    probes = []
-
-    def loss(values, x, states):
-        results, _ = layer.stateless_call(
-            values,
-            [v.value for v in layer.non_trainable_variables],
-            x,
-            initial_state=list(states),
-            mask=mask,
-            training=training,
-        )
-        generator = np.random.default_rng(seed)
-        probes[:] = [generator.normal(size=r.shape).astype("float32") for r in results]
-        return sum((r * p).sum() for r, p in zip(results, probes, strict=True)), results
-
-    values = [v.value for v in layer.trainable_variables]
-    (_, results), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(
-        values, x, states
-    )
-    return [np.asarray(a) for a in jax.tree.leaves((results, grads))]
+    """How often the layers took ``jax_scan.rnn`` (each trace counts)."""
+    return count_calls(monkeypatch, jax_scan, "rnn")
 
 
 #: (config, go_backwards, masking): every config with the padded mask both ways; no mask and
@@ -91,36 +66,25 @@ RUNS = [(config, backwards, "padded") for config in CONFIGS for backwards in (Fa
 ]
 
 
-def assert_equals_keras_rnn(
-    layer_class, arguments, calls, time=TIME, masking="padded", training=True, seed=1, **options
-):
-    """``layer_class(UNITS, **arguments, **options)`` takes ``fast.rnn`` and equals
-    ``keras.layers.RNN`` over its cell (:func:`run`: outputs, states and every gradient) on
-    ``time`` steps of random inputs, non-zero initial states and, unless ``masking`` is
-    "none", :func:`padded_mask`."""
-    options = {"return_sequences": True, "return_state": True, **options}
-    shape = (BATCH, time, FEATURES)
-    layer, reference = with_keras_rnn(layer_class, shape, units=UNITS, **options, **arguments)
-    assert [id(v) for v in reference.trainable_variables] == [
-        id(v) for v in layer.trainable_variables
-    ]
-    generator = np.random.default_rng(seed)
-    x = generator.normal(size=shape).astype("float32")
-    states = [generator.normal(0, 0.5, (BATCH, s)).astype("float32") for s in layer.state_size]
+def assert_takes_it(layer_class, arguments, calls, time=TIME, masking="padded", **options):
+    """``layer_class(UNITS, **arguments, **options)`` takes ``jax_scan.rnn`` and equals
+    ``keras.layers.RNN`` over its cell (outputs, states and every gradient) on ``time`` steps
+    of random inputs, non-zero initial states and, unless ``masking`` is "none",
+    :func:`padded_mask`; in training unless ``options`` says otherwise."""
+    options = {"training": True, **options}
     mask = None if masking == "none" else padded_mask(time)
-    got = run(layer, x, states, mask, training=training)
-    assert calls, "the layer took fast.rnn"
-    expected = run(reference, x, states, mask, training=training)
-    assert len(got) == len(expected) == 2 + 2 * len(states) + len(layer.trainable_variables)
-    for a, b in zip(got, expected, strict=True):
-        np.testing.assert_allclose(a, b, **TOLERANCE)
+    shape = (BATCH, time, FEATURES)
+    assert_equals_keras_rnn(
+        layer_class, shape, TOLERANCE, mask=mask, units=UNITS, **arguments, **options
+    )
+    assert calls, "the layer took jax_scan.rnn"
 
 
 @pytest.mark.parametrize(("config", "go_backwards", "masking"), RUNS)
 def test_equals_keras_rnn(config, go_backwards, masking, calls):
     layer_class, arguments = CONFIGS[config]
     zeros = masking == "padded-zeros"
-    assert_equals_keras_rnn(
+    assert_takes_it(
         layer_class,
         arguments,
         calls,
@@ -130,7 +94,7 @@ def test_equals_keras_rnn(config, go_backwards, masking, calls):
     )
 
 
-#: The accelerator's loop (``fast.scan_supported``): the custom-gradient configurations above
+#: The accelerator's loop: the custom-gradient configurations above
 #: and the cells it takes without that gradient.
 SCAN_CONFIGS = {
     **{name: CONFIGS[name] for name in ("lstm", "lstm-options", "peephole-fo", "greff-FGR")},
@@ -147,11 +111,11 @@ UNROLL = 3
 
 @pytest.fixture
 def accelerator(monkeypatch):
-    """JAX as on a GPU: ``fast.accelerator()`` says yes, so the scans unroll ``UNROLL`` steps.
-    (On an H100 these tests passed with the real 8 over 19 steps: docs/speed-gpu.md.)"""
-    monkeypatch.setattr(fast, "accelerator", lambda: True)
-    monkeypatch.setattr(fast, "ACCELERATOR_UNROLL", UNROLL)
-    assert fast.unroll() == UNROLL
+    """JAX as on a GPU: ``jax_scan.accelerator()`` says yes, so the scans unroll ``UNROLL``
+    steps. (On an H100 these tests passed with the real 8 over 19 steps: docs/speed-gpu.md.)"""
+    monkeypatch.setattr(jax_scan, "accelerator", lambda: True)
+    monkeypatch.setattr(jax_scan, "ACCELERATOR_UNROLL", UNROLL)
+    assert jax_scan.unroll() == UNROLL
 
 
 #: (config, go_backwards, training): each config forwards in training (dropout there steps the
@@ -166,27 +130,71 @@ SCAN_RUNS += [(config, False, False) for config in ("lstm", "gru")]
 def test_accelerator_loop_equals_keras_rnn(config, go_backwards, training, accelerator, calls):
     """Two whole unrolled iterations and a remainder of 2 steps."""
     layer_class, arguments = SCAN_CONFIGS[config]
-    time = 2 * fast.ACCELERATOR_UNROLL + 2
-    assert_equals_keras_rnn(
+    time = 2 * jax_scan.ACCELERATOR_UNROLL + 2
+    assert_takes_it(
         layer_class, arguments, calls, time, training=training, seed=5, go_backwards=go_backwards
     )
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["cpu", "tensorflow", "zoneout", "dropout", "unroll", "unknown time", "subclass", "slstm"],
-)
+def why_not(layer, time=TIME, training=True):
+    """Why ``loop="auto"`` does not take ``jax-scan`` for ``layer`` on ``(BATCH, time, 4)``
+    inputs: it cannot (``why_not``), or gains nothing there (``auto_skips``); ``None``: it
+    takes it."""
+    sequences = types.SimpleNamespace(shape=(BATCH, time, 4))
+    call = kernels.Call(sequences, [], training=training, unroll=layer.unroll)
+    return jax_scan.why_not(layer, call) or jax_scan.auto_skips(layer, call)
+
+
+def on(monkeypatch, backend):
+    """The kernels decide as on ``backend`` (Keras itself stays on its own)."""
+    monkeypatch.setattr(_conditions, "backend", types.SimpleNamespace(backend=lambda: backend))
+
+
+class SubclassCell(klv.LSTMCell):
+    """A user's subclass that keeps the step: it keeps the kernels."""
+
+    def get_config(self):
+        return {**super().get_config(), "note": "mine"}
+
+
+class OverridingCell(klv.LSTMCell):
+    """A user's subclass that changes the step: the kernels step it in Keras's loop."""
+
+    def transition(self, z_x, states, training=False):
+        gates, (h, c) = super().transition(z_x, states, training)
+        return gates, [h * 0.5, c]
+
+
+def with_cell(cell_class):
+    """A sequence layer over ``cell_class`` (an LSTM-type cell)."""
+    return type("Layer", (klv.LSTM,), {"cell_class": cell_class})
+
+
+#: (case, a few words of the reason the accelerator's loop gives)
+ACCELERATOR_FALLBACKS = {
+    "cpu": "additive-recurrence",  # a GRU in training on a CPU: the custom gradient's
+    "tensorflow": "backend is tensorflow",
+    "zoneout": "zoneout",
+    "dropout": "dropout",
+    "unroll": "unroll",
+    "unknown time": "unknown",
+    "overriding subclass": "separable-input",
+    "slstm": "separable-input",
+}
+
+
+@pytest.mark.parametrize("case", ACCELERATOR_FALLBACKS)
 def test_accelerator_loop_fallback_cases(case, monkeypatch):
-    monkeypatch.setattr(fast, "accelerator", lambda: case != "cpu")
+    monkeypatch.setattr(jax_scan, "accelerator", lambda: case != "cpu")
     if case == "tensorflow":
-        monkeypatch.setattr(fast.backend, "backend", lambda: "tensorflow")
+        on(monkeypatch, "tensorflow")
     arguments = {"zoneout": {"zoneout": 0.1}, "dropout": {"recurrent_dropout": 0.1}}
     arguments["unroll"] = {"unroll": True}
     layer = (klv.SLSTM if case == "slstm" else klv.GRU)(UNITS, **arguments.get(case, {}))
-    if case == "subclass":
-        layer = types.SimpleNamespace(cell=SubclassCell(UNITS), unroll=False)
-    sequences = types.SimpleNamespace(shape=(BATCH, None if case == "unknown time" else TIME, 4))
-    assert not fast.scan_supported(layer, sequences, True)
+    if case == "overriding subclass":
+        layer = with_cell(OverridingCell)(UNITS)
+    reason = why_not(layer, None if case == "unknown time" else TIME)
+    assert reason is not None and ACCELERATOR_FALLBACKS[case] in reason
 
 
 def test_accelerator_inference_keeps_forward_mode(accelerator, calls):
@@ -205,32 +213,25 @@ def test_accelerator_inference_keeps_forward_mode(accelerator, calls):
 
     got = tangent()
     assert calls, "inference took the accelerator's loop"
-    fast.ENABLED = False
-    try:
+    with kernels.forced("keras"):
         np.testing.assert_allclose(got, tangent(), **TOLERANCE)
-    finally:
-        fast.ENABLED = True
-
-
-def fallback(monkeypatch):
-    monkeypatch.setattr(fast, "supported", lambda *a: False)
 
 
 @pytest.mark.parametrize("config", ["peephole-fo", "greff-FGR"])
-def test_compiled_fit_equals_fallback(config, monkeypatch, calls):
+def test_compiled_fit_equals_keras_loop(config, calls):
     layer_class, arguments = CONFIGS[config]
     generator = np.random.default_rng(2)
     x = generator.normal(size=(6, TIME, FEATURES)).astype("float32")
     x[0, :2] = x[3, 3:5] = x[4, -2:] = 0.0  # padding, for Masking
     y = generator.normal(size=(6, TIME, 2)).astype("float32")
 
-    def fitted():
+    def fitted(loop):
         keras.utils.set_random_seed(0)
         model = keras.Sequential(
             [
                 keras.Input((TIME, FEATURES)),
                 keras.layers.Masking(0.0),
-                layer_class(UNITS, return_sequences=True, **arguments),
+                layer_class(UNITS, return_sequences=True, loop=loop, **arguments),
                 keras.layers.Dense(2),
             ]
         )
@@ -239,14 +240,15 @@ def test_compiled_fit_equals_fallback(config, monkeypatch, calls):
         model.fit(x, y, batch_size=3, epochs=3, shuffle=False, verbose=0)
         return model.get_weights()
 
-    fast_weights = fitted()
-    assert calls, "fit took the fast path"
-    fallback(monkeypatch)
-    for a, b in zip(fast_weights, fitted(), strict=True):
+    fast_weights = fitted("jax-scan")
+    assert calls, "fit took the kernel"
+    count = len(calls)
+    for a, b in zip(fast_weights, fitted("keras"), strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
+    assert len(calls) == count
 
 
-def test_bidirectional_and_stateful_equal_fallback(monkeypatch, calls):
+def test_bidirectional_and_stateful_equal_keras_loop(calls):
     import jax
 
     generator = np.random.default_rng(3)
@@ -272,34 +274,48 @@ def test_bidirectional_and_stateful_equal_fallback(monkeypatch, calls):
         return [output, *grads, *stateful(x, mask=mask, training=True)]
 
     got = results()
-    assert len(calls) == 4, "both directions and both stateful calls took the fast path"
-    fallback(monkeypatch)
-    for a, b in zip(got, results(), strict=True):
+    assert len(calls) == 4, "both directions and both stateful calls took the kernel"
+    with kernels.forced("keras"):
+        expected = results()
+    assert len(calls) == 4
+    for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
 
 
-class SubclassCell(klv.LSTMCell):
-    pass
+def test_subclass_keeps_the_kernel(calls):
+    """A user's subclass of ``LSTMCell`` that keeps the step keeps the kernel (and equals
+    ``keras.layers.RNN`` over it); one that overrides ``transition`` is stepped by Keras's loop,
+    which computes its own step (not the parent's)."""
+    assert_takes_it(with_cell(SubclassCell), {}, calls)
+    count = len(calls)
+    layer_class = with_cell(OverridingCell)
+    assert "separable-input" in why_not(layer_class(UNITS))
+    assert_equals_keras_rnn(
+        layer_class, (BATCH, TIME, FEATURES), TOLERANCE, units=UNITS, training=True
+    )
+    assert len(calls) == count, "the overriding subclass was stepped"
+    with pytest.raises(ValueError, match="OverridingCell does not declare 'separable-input'"):
+        layer_class(UNITS, loop="jax-scan")(np.zeros((BATCH, TIME, FEATURES)), training=True)
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "training=False",
-        "disabled",
-        "tensorflow",
-        "layer_norm",
-        "zoneout",
-        "dropout",
-        "recurrent_dropout",
-        "mixed_float16",
-        "unroll",
-        "unknown time",
-        "subclass",
-        "gru",
-        "slstm",
-    ],
-)
+#: (case, a few words of the reason): what the custom gradient leaves to Keras's loop on a CPU.
+FALLBACKS = {
+    "training=False": "inference",
+    "tensorflow": "backend is tensorflow",
+    "layer_norm": "layer_norm is on",
+    "zoneout": "zoneout is on",
+    "dropout": "dropout",
+    "recurrent_dropout": "dropout",
+    "mixed_float16": "mixed precision",
+    "unroll": "unroll=True",
+    "unknown time": "number of steps is unknown",
+    "overriding subclass": "OverridingCell does not declare",
+    "gru": "GRUCell does not declare 'additive-recurrence'",
+    "slstm": "SLSTMCell does not declare",
+}
+
+
+@pytest.mark.parametrize("case", FALLBACKS)
 def test_fallback_cases(case, monkeypatch):
     arguments = {
         "layer_norm": {"layer_norm": True},
@@ -310,20 +326,21 @@ def test_fallback_cases(case, monkeypatch):
         "unroll": {"unroll": True},
     }.get(case, {})
     layer_class = {"gru": klv.GRU, "slstm": klv.SLSTM}.get(case, klv.PeepholeLSTM)
+    if case == "overriding subclass":
+        layer_class = with_cell(OverridingCell)
     layer = layer_class(UNITS, **arguments)
-    sequences = types.SimpleNamespace(shape=(BATCH, None if case == "unknown time" else TIME, 4))
-    if case == "subclass":
-        layer = types.SimpleNamespace(cell=SubclassCell(UNITS), unroll=False)
-    elif case == "disabled":
-        monkeypatch.setattr(fast, "ENABLED", False)
-    elif case == "tensorflow":
-        monkeypatch.setattr(fast.backend, "backend", lambda: "tensorflow")
-    assert not fast.supported(layer, sequences, case != "training=False")
+    assert why_not(klv.PeepholeLSTM(UNITS)) is None
+    if case == "tensorflow":
+        on(monkeypatch, "tensorflow")
+    time = None if case == "unknown time" else TIME
+    reason = why_not(layer, time, training=case != "training=False")
+    assert reason is not None and FALLBACKS[case] in reason
 
 
 def test_forward_mode():
-    """Forward mode works with ``training=False`` (never the fast path) and with the path
-    off; on it, JAX refuses with its own error (documented in fast.py and docs/speed.md)."""
+    """Forward mode works with ``training=False`` (never the custom gradient) and in Keras's
+    loop; on the kernel, JAX refuses with its own error (documented in
+    kernels/jax_scan.py)."""
     import jax
 
     layer = klv.LSTM(UNITS)
@@ -341,8 +358,5 @@ def test_forward_mode():
     tangent = jvp(training=False)
     with pytest.raises(TypeError, match="custom_vjp"):
         jvp(training=True)
-    fast.ENABLED = False
-    try:
+    with kernels.forced("keras"):
         np.testing.assert_allclose(jvp(training=True), tangent, **TOLERANCE)
-    finally:
-        fast.ENABLED = True

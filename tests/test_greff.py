@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from helpers import gradients, padding_mask, randomize, rng
+from helpers import central_differences, gradients, padding_mask, randomize, rng, setter
 
 import keras_lstm_variants as klv
 
@@ -243,22 +243,6 @@ def test_gates_match_reference(variant):
         np.testing.assert_allclose(state, expected_state, **TOLERANCE)
 
 
-def _central_differences(evaluate, arrays, eps=1e-6):
-    """d evaluate(arrays) / d each array, by central differences one entry at a time."""
-    grads = []
-    for k, array in enumerate(arrays):
-        grad = np.zeros_like(array)
-        for index in np.ndindex(array.shape):
-            shifted = []
-            for sign in (1.0, -1.0):
-                perturbed = [a.copy() for a in arrays]
-                perturbed[k][index] += sign * eps
-                shifted.append(evaluate(perturbed))
-            grad[index] = (shifted[0] - shifted[1]) / (2 * eps)
-        grads.append(grad)
-    return grads
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.float64_finite_differences
 def test_gradients_match_central_differences_of_the_oracle(variant):
@@ -287,7 +271,11 @@ def test_gradients_match_central_differences_of_the_oracle(variant):
         outputs, final = reference.run(step, arrays[0], arrays[1:count], mask=mask)
         return sum(np.sum(r * p) for r, p in zip([outputs, *final], probes, strict=True))
 
-    expected = _central_differences(evaluate, [x, *states, *weights])
+    current = [x, *states, *weights]
+    expected = [
+        central_differences(lambda: evaluate(current), array, setter(current, k))
+        for k, array in enumerate(list(current))
+    ]
     assert len(grads) == len(expected)
     for grad, fd in zip(grads, expected, strict=True):
         np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)

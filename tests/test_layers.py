@@ -268,17 +268,6 @@ def test_jit_compile_training(case):
     assert all(not np.array_equal(a, b) for a, b in zip(before, layer.get_weights(), strict=True))
 
 
-@pytest.fixture
-def policy(request):
-    """Set the global dtype policy for one test; restore the previous one afterwards."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(request.param)
-    try:
-        yield keras.config.dtype_policy()
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"], indirect=True)
 @pytest.mark.parametrize("case", VARIANT_CASES)
 def test_mixed_precision(case, policy):

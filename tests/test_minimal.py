@@ -18,7 +18,14 @@ import keras
 import numpy as np
 import pytest
 import reference
-from helpers import float64_tolerance, gradients, padding_mask, rng
+from helpers import (
+    central_differences,
+    float64_tolerance,
+    gradients,
+    padding_mask,
+    rng,
+    setter,
+)
 
 import keras_lstm_variants as klv
 
@@ -227,14 +234,11 @@ def test_float64_gradients_equal_finite_differences(name, log_space):
             scan.trainable_weights[k - 2].assign(values[k])
         return result
 
-    eps = 1e-6
     for k, (value_k, grad) in enumerate(zip(values, grads, strict=True)):
-        expected = np.zeros_like(value_k)
-        for index in np.ndindex(value_k.shape):
-            up, down = value_k.copy(), value_k.copy()
-            up[index] += eps
-            down[index] -= eps
-            expected[index] = (evaluate(k, up) - evaluate(k, down)) / (2 * eps)
+        current = [value_k]
+        expected = central_differences(
+            lambda k=k, current=current: evaluate(k, current[0]), value_k, setter(current, 0)
+        )
         np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8, err_msg=f"input {k}")
 
 

@@ -17,8 +17,17 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from helpers import BATCH, FEATURES, TIME, UNITS, padding_mask, rng, xla
-from test_cells import _central_differences
+from helpers import (
+    BATCH,
+    FEATURES,
+    TIME,
+    UNITS,
+    central_differences,
+    padding_mask,
+    rng,
+    setter,
+    xla,
+)
 
 import keras_lstm_variants as klv
 from keras_lstm_variants.cells import base as cells_base
@@ -247,12 +256,10 @@ def gradient_case(cell, x, states):
     def evaluate():
         return float(loss(tf.constant(current[0]), [tf.constant(s) for s in current[1:]]))
 
-    def setter(k):
-        return lambda v: current.__setitem__(k, v)
-
     expected = [
-        _central_differences(evaluate, array, setter(k)) for k, array in enumerate(list(current))
-    ] + [_central_differences(evaluate, v.numpy(), v.assign) for v in layer.trainable_weights]
+        central_differences(evaluate, array, setter(current, k))
+        for k, array in enumerate(list(current))
+    ] + [central_differences(evaluate, v.numpy(), v.assign) for v in layer.trainable_weights]
     assert len(grads) == len(expected)
     for grad, fd in zip(grads, expected, strict=True):
         np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)

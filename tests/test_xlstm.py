@@ -10,7 +10,13 @@ import keras
 import numpy as np
 import pytest
 import reference
-from helpers import float64_tolerance, run_with_gradients, xla_training
+from helpers import (
+    central_differences,
+    float64_tolerance,
+    run_with_gradients,
+    setter,
+    xla_training,
+)
 
 import keras_lstm_variants as klv
 
@@ -182,20 +188,6 @@ def test_traced_gates_are_the_stabilized_gates(case):
 
 
 # ------------------------------------------------------------ gradients, finite differences
-def central_differences(evaluate, value, assign, eps=1e-6):
-    grad = np.zeros_like(value)
-    for index in np.ndindex(value.shape):
-        shifted = []
-        for sign in (1.0, -1.0):
-            perturbed = value.copy()
-            perturbed[index] += sign * eps
-            assign(perturbed)
-            shifted.append(evaluate())
-        grad[index] = (shifted[0] - shifted[1]) / (2 * eps)
-    assign(value)
-    return grad
-
-
 @pytest.mark.float64_finite_differences
 @pytest.mark.parametrize("case", ["slstm-heads", "slstm-exp", "mlstm-heads", "mlstm-exp"])
 def test_gradients_match_finite_differences(case):
@@ -229,10 +221,9 @@ def test_gradients_match_finite_differences(case):
     def evaluate():
         return float(loss(tf.constant(current[0]), [tf.constant(s) for s in current[1:]]))
 
-    def setter(k):
-        return lambda v: current.__setitem__(k, v)
-
-    expected = [central_differences(evaluate, a, setter(k)) for k, a in enumerate(list(current))]
+    expected = [
+        central_differences(evaluate, a, setter(current, k)) for k, a in enumerate(list(current))
+    ]
     expected += [
         central_differences(evaluate, w.numpy(), w.assign) for w in layer.trainable_weights
     ]
@@ -534,16 +525,6 @@ def test_jit_compile_training(case):
     compiled, losses = xla_training(layer, x, states, target=0.5, steps=4)
     np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
-
-
-@pytest.fixture
-def policy(request):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(request.param)
-    try:
-        yield keras.config.dtype_policy()
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"], indirect=True)

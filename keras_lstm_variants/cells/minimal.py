@@ -74,8 +74,8 @@ def _linear_scan(a, b, h_0):
     h_t`, the total derivative :math:`\lambda_t` obeys :math:`\lambda_t = \bar h_t + a_{t+1}
     \lambda_{t+1}` (a scan backwards in time), and :math:`\partial L/\partial b_t = \lambda_t`,
     :math:`\partial L/\partial a_t = \lambda_t h_{t-1}`, :math:`\partial L/\partial h_0 = a_1
-    \lambda_1`. Differentiating through the scan's graph instead measured several times
-    slower (every reshape and slice of the forward pass gets its own gradient op).
+    \lambda_1`. Differentiating through the scan's graph instead measured slower (every
+    reshape and slice of the forward pass gets its own gradient op; docs/minimal.md).
     """
     h = _scan(a, b, h_0)
 
@@ -105,10 +105,9 @@ def _scan(a, b, h_0):
     elementwise op on ``(batch, chunks, units)`` (or ``(batch, units)``).
 
     Why not ``keras.ops.associative_scan`` (Blelloch's :math:`O(\log T)` depth)? On
-    TensorFlow it wraps every level in ``tf.cond``: at ``T = 1000`` it took over a minute to
-    trace and its training step measured slower than the LSTM's loop; a static odd-even
-    (Blelloch) scan written with reshapes measured 2-3x slower on this CPU than the chunks,
-    whose ops are few and contiguous (docs/minimal.md).
+    TensorFlow it wraps every level in ``tf.cond``, and both it and a static odd-even scan
+    written with reshapes measured slower than these chunks, whose ops are few and contiguous
+    (figures: docs/minimal.md).
     """
     time = a.shape[1]
     chunk = max(1, math.ceil(math.sqrt(time)))

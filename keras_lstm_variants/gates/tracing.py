@@ -1,9 +1,9 @@
 """Tracing: every gate and state of every variant layer, stepped through the layer's own cell.
 
 :func:`trace_gates` runs the model once in inference mode and, inside each variant layer's
-call, takes what Keras hands to the layer's time loop (``inner_loop(sequences, initial_state,
-mask, training)``: the input sequence, the initial state and the mask) and steps it one time
-step at a time through the cell's own
+call, takes what Keras hands to the layer's time loop (the input sequence, the initial state
+and the mask, seen through the layers' hook :func:`keras_lstm_variants.kernels.observing`)
+and steps it one time step at a time through the cell's own
 :meth:`~keras_lstm_variants.cells.base.RecurrentCell.gates`, the method the layer's ``call``
 uses, so the traced gates are the layer's gates, not a second copy of the equations. Nothing
 here assumes a gate set: the gates are whatever ``cell.gates`` returns, the states are the
@@ -15,12 +15,15 @@ TensorFlow, JAX and PyTorch backends.
 
 import contextlib
 import logging
+import threading
 
 import keras
 import numpy as np
 
+from .. import kernels
 from .._compat import in_symbolic_scope
 from ..cells.base import RecurrentCell
+from ..layers import VariantRNN
 
 logger = logging.getLogger("keras_lstm_variants")
 _WARNED = set()
@@ -180,16 +183,18 @@ def check_mask(x, mask, argument="mask"):
 def _tracing(layers, extra_mask=None):
     """Trace every time loop each RNN layer runs: ``{id(layer): [traces of each call]}``.
 
-    Wraps each layer's ``inner_loop`` (where ``keras.layers.RNN.call`` hands over the input,
-    the resolved initial state and the mask) for the duration of the block, and traces the
-    cells right there, inside the layer's call, under its dtype policy (mixed precision reads
-    the weights as float16 there). Symbolic passes (``keras.SymbolicScope``: building an
-    unbuilt model) are not traced. ``extra_mask`` (batch, time) is combined with the mask
-    Keras passes (logical and) and used by the layer itself too, so later layers see what
-    Keras computes under that mask. Stateful layers get their state back afterwards: tracing
-    leaves the model as it found it.
+    Observes each layer's time loop through the layers' documented hook,
+    :func:`keras_lstm_variants.kernels.observing` (a context variable: tracing in one thread
+    leaves the others' calls alone), where ``keras.layers.RNN.call`` hands over the input, the
+    resolved initial state and the mask, and traces the cells right there, inside the layer's
+    call, under its dtype policy (mixed precision reads the weights as float16 there).
+    Symbolic passes (``keras.SymbolicScope``: building an unbuilt model) are not traced.
+    ``extra_mask`` (batch, time) is combined with the mask Keras passes (logical and) and used
+    by the layer itself too, so later layers see what Keras computes under that mask. Stateful
+    layers get their state back afterwards: tracing leaves the model as it found it.
     """
     traces = {id(rnn): [] for rnn in layers.values()}
+    paths = {id(rnn): path for path, rnn in layers.items()}
     saved = [
         (variable, keras.ops.convert_to_numpy(variable))
         for rnn in layers.values()
@@ -197,35 +202,54 @@ def _tracing(layers, extra_mask=None):
         for variable in keras.tree.flatten(rnn.states)
     ]
 
-    def tracer(path, rnn):
+    def observer(rnn, call):
+        if id(rnn) not in traces:  # another model's layer, called inside this one
+            return None
+        mask = call.mask
+        if extra_mask is not None:
+            if call.sequences.shape[1] != extra_mask.shape[1]:
+                raise ValueError(
+                    f"Argument `mask` has {extra_mask.shape[1]} time steps but layer "
+                    f"{paths[id(rnn)]!r} receives sequences of {call.sequences.shape[1]} steps."
+                )
+            extra = keras.ops.convert_to_tensor(extra_mask)  # torch's loop takes no NumPy
+            mask = extra if mask is None else keras.ops.logical_and(mask, extra)
+        if not in_symbolic_scope():  # not the placeholder pass that builds a model
+            traces[id(rnn)].append(_trace_rnn(rnn, call.sequences, call.initial_state, mask))
+        return call.replace(mask=mask)
+
+    for rnn in layers.values():
+        if not isinstance(rnn, VariantRNN):
+            _observable(rnn)
+    try:
+        with kernels.observing(observer):
+            yield traces
+    finally:
+        for variable, value in saved:
+            variable.assign(value)
+
+
+_ADAPTING = threading.Lock()
+
+
+def _observable(rnn):
+    """Route a ``keras.layers.RNN`` that is not one of this package's layers (e.g.
+    ``keras.layers.RNN(klv.LSTMCell(8))``) through the same observers: once per layer, its
+    ``inner_loop`` (the class's, or one the user set) is wrapped by one that calls
+    :func:`keras_lstm_variants.kernels.observe` first; with no observer active it only passes
+    the call on. Never removed, so concurrent tracing needs no restore."""
+    with _ADAPTING:
+        if getattr(vars(rnn).get("inner_loop"), "observed", False):
+            return
         original = rnn.inner_loop
 
         def inner_loop(sequences, initial_state, mask, training=False):
-            if isinstance(mask, (list, tuple)):
-                mask = mask[0]
-            if extra_mask is not None:
-                if sequences.shape[1] != extra_mask.shape[1]:
-                    raise ValueError(
-                        f"Argument `mask` has {extra_mask.shape[1]} time steps but layer "
-                        f"{path!r} receives sequences of {sequences.shape[1]} steps."
-                    )
-                extra = keras.ops.convert_to_tensor(extra_mask)  # torch's loop takes no NumPy
-                mask = extra if mask is None else keras.ops.logical_and(mask, extra)
-            if not in_symbolic_scope():  # not the placeholder pass that builds a model
-                traces[id(rnn)].append(_trace_rnn(rnn, sequences, initial_state, mask))
-            return original(sequences, initial_state, mask, training=training)
+            call = kernels.record(rnn, sequences, initial_state, mask, training)
+            call = kernels.observe(rnn, call)
+            return original(call.sequences, call.initial_state, call.mask, training=training)
 
-        return inner_loop
-
-    for path, rnn in layers.items():
-        rnn.inner_loop = tracer(path, rnn)
-    try:
-        yield traces
-    finally:
-        for rnn in layers.values():
-            del rnn.inner_loop  # the class's method shows through again
-        for variable, value in saved:
-            variable.assign(value)
+        inner_loop.observed = True
+        rnn.inner_loop = inner_loop
 
 
 def _numpy(tensor):
