@@ -8,7 +8,7 @@ with ``keras.layers.LSTM``'s signature, one pair per variant (:data:`VARIANTS`):
 :class:`MinGRUCell` / :class:`MinGRU`, :class:`MinLSTMCell` / :class:`MinLSTM`,
 :class:`SLSTMCell` / :class:`SLSTM`, :class:`MLSTMCell` / :class:`MLSTM`. Gate inspection:
 :func:`trace_gates`, :class:`GateStatistics`. Export: :func:`export_saved_model`,
-:func:`export_tflite`. Porting PyTorch weights: :func:`weights_from_torch_lstm`.
+:func:`export_tflite`, :func:`export_onnx`. Porting PyTorch weights: :func:`weights_from_torch_lstm`.
 """
 
 from . import cli as _cli
@@ -30,7 +30,7 @@ from .cells import (
     RecurrentCell,
     SLSTMCell,
 )
-from .export import export_saved_model, export_tflite
+from .export import export_onnx, export_saved_model, export_tflite
 from .gates import GateStatistics, trace_gates
 from .layers import (
     CIFGLSTM,
@@ -75,6 +75,7 @@ __all__ = [
     "RecurrentCell",
     "SLSTMCell",
     "VariantRNN",
+    "export_onnx",
     "export_saved_model",
     "export_tflite",
     "trace_gates",
