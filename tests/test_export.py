@@ -682,7 +682,11 @@ def test_a_bad_row_stays_in_its_row_in_fixed_batch_steps(tmp_path):
     must not add them to any row."""
     rng = np.random.default_rng(21)
     model = keras.Sequential(
-        [keras.Input((TIME, FEATURES), batch_size=BATCH), klv.LSTM(4), keras.layers.Dense(2)]
+        [
+            keras.Input((TIME, FEATURES), batch_size=BATCH),
+            klv.LSTM(4, name="lstm"),
+            keras.layers.Dense(2),
+        ]
     )
     random_weights(model, rng)
     x_t = rng.normal(0.0, 1.0, (BATCH, FEATURES)).astype("float32")
