@@ -264,3 +264,109 @@ def test_served_without_this_package_keras_or_tensorflow(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("served") == 3 and "blocked" in result.stdout
+
+
+# ------------------------------------------------------------------------------- LiteRT
+litert = pytest.importorskip("ai_edge_litert.interpreter")
+
+
+def litert_runner(path, key="serving_default"):
+    return litert.Interpreter(model_path=str(path)).get_signature_runner(key)
+
+
+@pytest.mark.parametrize("name", list(klv.VARIANTS))
+def test_litert_equals_keras_at_free_lengths_and_streams_from_any_state(name, tmp_path):
+    """klv.export_tflite in LiteRT's own interpreter (no Flex ops): two lengths, batch 3, and
+    the step signature from random non-zero states against Keras run from the same states."""
+    rng = np.random.default_rng(11)
+    layer = registry.get(name).layer(UNITS, return_sequences=True, name="rnn")
+    model = keras.Sequential([keras.Input((None, FEATURES)), layer, keras.layers.Dense(2)])
+    random_weights(model, rng)
+    path = klv.export_tflite(model, tmp_path / "m.tflite", batch_size=BATCH, streaming=True)
+    run = litert_runner(path)
+    for t in (6, 3):
+        x = rng.normal(0.0, 1.0, (BATCH, t, FEATURES)).astype("float32")
+        np.testing.assert_allclose(run(inputs=x)["output"], model(x), atol=2e-5)
+    zeros = layer.cell.get_initial_state(batch_size=BATCH)
+    flat = [rng.normal(0.0, 1.0, z.shape).astype("float32") for z in keras.tree.flatten(zeros)]
+    states = keras.tree.pack_sequence_as(zeros, flat)
+    expected = model.layers[1](layer(x, initial_state=states))
+    step = litert_runner(path, "step")
+    feed = dict(zip(klv.export.Stream(model).names, flat, strict=True))
+    assert set(feed) | {"x_t"} == set(step.get_input_details())
+    for t in range(x.shape[1]):
+        result = dict(step(x_t=x[:, t], **feed))
+        np.testing.assert_allclose(result.pop("output"), expected[:, t], atol=2e-5)
+        feed = result
+
+
+@pytest.mark.parametrize("quantize", ["float16", "dynamic", "int8"])
+def test_quantized_tflite_runs_and_stays_near_float(quantize, tmp_path):
+    """Post-training quantization: the file runs in LiteRT (serving_default and step), is
+    smaller than float for the weight quantizations, and stays near the float model."""
+    rng = np.random.default_rng(12)
+    model = keras.Sequential(
+        [keras.Input((None, FEATURES)), klv.LSTM(16, name="lstm"), keras.layers.Dense(1)]
+    )
+    data = [rng.normal(0.0, 1.0, (1, 8, FEATURES)).astype("float32") for _ in range(8)]
+    options = {"representative_data": data} if quantize == "int8" else {}
+    path = klv.export_tflite(
+        model, tmp_path / "q.tflite", time_steps=8, streaming=True, quantize=quantize, **options
+    )
+    plain = klv.export_tflite(model, tmp_path / "f.tflite", time_steps=8, streaming=True)
+    x = data[0]
+    tolerance = {"float16": 1e-3, "dynamic": 2e-2, "int8": 1e-1}[quantize]
+    np.testing.assert_allclose(litert_runner(path)(inputs=x)["output"], model(x), atol=tolerance)
+    step = litert_runner(path, "step")
+    states = {"lstm_h": np.zeros((1, 16), "float32"), "lstm_c": np.zeros((1, 16), "float32")}
+    for t in range(x.shape[1]):
+        states = dict(step(x_t=x[:, t], **states))
+        output = states.pop("output")
+    np.testing.assert_allclose(output, model(x), atol=tolerance)
+    if quantize != "int8":  # int8 is unrolled over the 8 steps: larger graph
+        assert os.path.getsize(path) < os.path.getsize(plain)
+
+
+def test_quantize_arguments_are_checked(tmp_path):
+    model = keras.Sequential([keras.Input((None, FEATURES)), klv.GRU(3)])
+    with pytest.raises(ValueError, match="`quantize`"):
+        klv.export_tflite(model, tmp_path / "m.tflite", quantize="int4")
+    with pytest.raises(ValueError, match="`representative_data`"):
+        klv.export_tflite(model, tmp_path / "m.tflite", quantize="int8")
+    with pytest.raises(ValueError, match="needs a fixed length"):
+        klv.export_tflite(
+            model, tmp_path / "m.tflite", quantize="int8", representative_data=[np.zeros((1, 4, 3))]
+        )
+    assert not os.path.exists(tmp_path / "m.tflite")
+
+
+# ------------------------------------------------------------------ Keras's own formats
+def test_keras_own_litert_and_openvino_exports(tmp_path):
+    """Pins Keras's own routes: model.export(format="litert") writes Flex ops (a free batch)
+    that LiteRT's interpreter refuses, unless given a fixed batch and builtins only;
+    format="openvino" fails on the recurrent loop's tensor lists, while export_onnx's file
+    converts with openvino.convert_model (docs/deploy.md)."""
+    rng = np.random.default_rng(13)
+    model = keras.Sequential([keras.Input((5, FEATURES)), klv.LSTM(4), keras.layers.Dense(2)])
+    random_weights(model, rng)
+    x = rng.normal(0.0, 1.0, (1, 5, FEATURES)).astype("float32")
+    model(x)
+    model.export(str(tmp_path / "k.tflite"), format="litert", verbose=False)
+    with pytest.raises(RuntimeError, match="Select TensorFlow op"):
+        runner = litert_runner(tmp_path / "k.tflite")
+        runner(**{next(iter(runner.get_input_details())): x})
+    model.export(
+        str(tmp_path / "b.tflite"),
+        format="litert",
+        verbose=False,
+        input_signature=[tf.TensorSpec((1, 5, FEATURES), "float32")],
+        target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]},
+    )
+    runner = litert_runner(tmp_path / "b.tflite")
+    result = runner(**{next(iter(runner.get_input_details())): x})
+    np.testing.assert_allclose(next(iter(result.values())), model(x), atol=2e-5)
+    with pytest.raises(Exception, match="TensorList"):
+        model.export(str(tmp_path / "k.xml"), format="openvino", verbose=False)
+    converted = ov.convert_model(klv.export_onnx(model, str(tmp_path / "m.onnx")))
+    ov.save_model(converted, str(tmp_path / "m.xml"))
+    np.testing.assert_allclose(run_openvino(str(tmp_path / "m.xml"), x), model(x), atol=2e-5)
