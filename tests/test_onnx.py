@@ -183,17 +183,48 @@ def test_bad_arguments_and_missing_packages(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=match):
             klv.export_onnx(model, tmp_path / "m.onnx", **kwargs)
     masked = keras.Sequential(
-        [
-            keras.Input((None,), dtype="int32"),
-            keras.layers.Embedding(5, 3, mask_zero=True),
-            klv.LSTM(4),
-        ]
+        [keras.Input((None, FEATURES)), keras.layers.Masking(0.0), klv.LSTM(4)]
     )
     with pytest.raises(ValueError, match="behind a mask"):
-        klv.export_onnx(masked, tmp_path / "m.onnx")
+        klv.export_onnx(masked, tmp_path / "m.onnx", native=True)
     monkeypatch.setitem(sys.modules, "tf2onnx", None)
     with pytest.raises(ImportError, match="pip install onnx tf2onnx"):
         klv.export_onnx(model, tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_masks_padded_anywhere_in_both_runtimes(return_sequences, tmp_path):
+    """Embedding(mask_zero=True) and Masking: padding on the right, the left and in the middle;
+    masked steps keep the states and repeat the last output, in a loop (the native operator's
+    sequence_lens would hold for right-padding only), through Bidirectional too."""
+    rng = np.random.default_rng(6)
+    ids = rng.integers(1, 11, (BATCH, 7)).astype("int32")
+    ids[0, 5:], ids[1, :2], ids[2, 3] = 0, 0, 0
+    tokens = keras.Sequential(
+        [
+            keras.Input((None,), dtype="int32"),
+            keras.layers.Embedding(11, FEATURES, mask_zero=True),
+            klv.LSTM(4, return_sequences=True),
+            keras.layers.Bidirectional(klv.SLSTM(4, return_sequences=return_sequences)),
+            keras.layers.Dense(2),
+        ]
+    )
+    x = rng.normal(0.0, 1.0, (BATCH, 6, FEATURES)).astype("float32")
+    x[0, 4:], x[1, :2] = 0.0, 0.0
+    features = keras.Sequential(
+        [
+            keras.Input((None, FEATURES)),
+            keras.layers.Masking(0.0),
+            klv.MinGRU(4, return_sequences=True),
+            klv.GRU(3, return_sequences=return_sequences),
+        ]
+    )
+    for model, inputs in ((tokens, ids), (features, x)):
+        random_weights(model, rng)
+        path = klv.export_onnx(model, tmp_path / f"{model.name}.onnx")
+        assert not {"LSTM", "GRU"} & op_types(path)
+        np.testing.assert_allclose(run_ort(path, inputs), model(inputs), atol=2e-5)
+        np.testing.assert_allclose(run_openvino(path, inputs), model(inputs), atol=2e-5)
 
 
 def test_rows_stay_independent(tmp_path):

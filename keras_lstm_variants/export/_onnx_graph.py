@@ -4,6 +4,8 @@ nodes, ``Scan`` loops over a cell's step, and tf2onnx's conversion of the other 
 import keras
 import numpy as np
 
+from .streaming import _makes_mask, _output_state
+
 #: Keras's LSTM column blocks (i, f, c, o) in ONNX's order (i, o, f, c).
 _LSTM_ORDER = (0, 3, 1, 2)
 
@@ -80,20 +82,25 @@ class _Graph:
         return [o.name for o in graph.output]
 
     # ---------------------------------------------------------------------- stock layers
-    def layers(self, layers, name, shape):
-        """A run of non-recurrent layers through tf2onnx."""
+    def layers(self, layers, name, shape, mask):
+        """A run of non-recurrent layers through tf2onnx: the output, its shape and the mask
+        (``(batch, time)`` float 0/1, or ``None``) that the layers pass on or make."""
         tf = self.tf
         spec = tf.TensorSpec(shape, self._dtype(layers[0]), name="x")
+        specs = [spec] if mask is None else [spec, tf.TensorSpec(shape[:2], "float32", name="m")]
 
-        def run(x):
+        def run(x, m=None):
+            m = None if m is None else m > 0.5
             for layer in layers:
+                m = layer.compute_mask(x, m) if layer.supports_masking or _makes_mask(layer) else m
                 x = layer(x, training=False)
-            return x
+            return x if m is None else (x, tf.cast(m, "float32"))
 
-        traced = tf.function(run, input_signature=[spec], autograph=False)
-        out_shape = tuple(traced.get_concrete_function().structured_outputs.shape)
-        (output,) = self.splice(self.converted(run, [spec]), [name])
-        return output, out_shape
+        traced = tf.function(run, input_signature=specs, autograph=False)
+        outputs = traced.get_concrete_function().structured_outputs
+        out_shape = tuple(keras.tree.flatten(outputs)[0].shape)
+        names = self.splice(self.converted(run, specs), [name] if mask is None else [name, mask])
+        return names[0], out_shape, (names[1] if len(names) > 1 else None)
 
     def _dtype(self, layer):
         try:
@@ -102,10 +109,10 @@ class _Graph:
             return "float32"
 
     # ---------------------------------------------------------------------- recurrent layers
-    def recurrent(self, layer, plan, name, shape):
+    def recurrent(self, layer, plan, name, shape, mask=None):
         if isinstance(layer, keras.layers.Bidirectional):
-            fwd = self._direction(layer.forward_layer, plan, name, shape)
-            bwd = self._direction(layer.backward_layer, plan, name, shape, realign=True)
+            fwd = self._direction(layer.forward_layer, plan, name, shape, mask)
+            bwd = self._direction(layer.backward_layer, plan, name, shape, mask, realign=True)
             mode = layer.merge_mode
             if mode == "concat":
                 out = self.node("Concat", [fwd, bwd], axis=-1)
@@ -117,19 +124,21 @@ class _Graph:
                 half = self.const("half", np.array(0.5, "float32"))
                 out = self.node("Mul", [self.node("Add", [fwd, bwd]), half])
         else:
-            out = self._direction(layer, plan, name, shape)
+            out = self._direction(layer, plan, name, shape, mask)
         return out, tuple(keras.tree.flatten(layer.output)[0].shape)
 
-    def _direction(self, layer, plan, name, shape, realign=False):
+    def _direction(self, layer, plan, name, shape, mask, realign=False):
         """One recurrent layer: (batch, time, units) if it returns sequences, else
         (batch, units). A ``go_backwards`` layer reads the sequence backwards and returns its
         outputs in the order it computed them, as Keras's; ``realign`` flips them back into
         the input's order, as ``Bidirectional`` does with its backward layer."""
         x = self._flip(name) if layer.go_backwards else name
+        if mask is not None and layer.go_backwards:
+            mask = self._flip(mask)
         if plan == "native":
             seq, last = self._native(layer, x)
         else:
-            seq, last = self._scan(layer, x, shape)
+            seq, last = self._scan(layer, x, shape, mask)
         if not layer.return_sequences:
             return last()
         return self._flip(seq) if realign and layer.go_backwards else seq
@@ -189,7 +198,7 @@ class _Graph:
             seq = self.node("Transpose", [seq], perm=[1, 0, 2])
         return seq, lambda: self.node("Squeeze", [y_h, self.const("axes", np.array([0], "int64"))])
 
-    def _scan(self, layer, name, shape):
+    def _scan(self, layer, name, shape, mask=None):
         """The cell's own step (tf2onnx) as the body of an ONNX ``Scan`` over time."""
         tf = self.tf
         cell = layer.cell
@@ -205,9 +214,32 @@ class _Graph:
             output, new = cell(x_t, keras.tree.pack_sequence_as(structure, list(states)))
             return [output, *keras.tree.flatten(new)]
 
-        body = self.converted(step, [x_spec, *state_specs])
-        # Scan's body takes the states, then the scanned x_t; returns the new states, then out.
-        body_inputs = [*body.input[1:], body.input[0]]
+        def masked_step(x_t, m_t, *states):
+            # A masked step keeps every state and repeats the last output (zeros with
+            # zero_output_for_mask), as Keras's sequence layers do.
+            output, *new = step(x_t, *states)
+            keep = m_t > 0.5
+            new = [
+                tf.where(tf.reshape(keep, (-1,) + (1,) * (len(s.shape) - 1)), n, s)
+                for n, s in zip(new, states, strict=True)
+            ]
+            empty = (
+                tf.zeros_like(output)
+                if layer.zero_output_for_mask
+                else _output_state(layer, states)
+            )
+            return [tf.where(keep[:, None], output, empty), *new]
+
+        scanned = 1
+        if mask is None:
+            body = self.converted(step, [x_spec, *state_specs])
+        else:
+            m_spec = tf.TensorSpec((None,), "float32", name="m_t")
+            body = self.converted(masked_step, [x_spec, m_spec, *state_specs])
+            scanned = 2
+        # Scan's body takes the states, then the scanned x_t (and m_t); returns the new
+        # states, then the output.
+        body_inputs = [*body.input[scanned:], *body.input[:scanned]]
         body_outputs = [*body.output[1:], body.output[0]]
         self.initializers.extend(body.initializer)  # outer-scope constants
         del body.initializer[:]
@@ -235,14 +267,16 @@ class _Graph:
             zeros.append(self.node("ConstantOfShape", [size], value=value))
         outs = self.node(
             "Scan",
-            [*zeros, name],
+            [*zeros, name] + ([] if mask is None else [mask]),
             outputs=len(flat) + 1,
             body=body,
-            num_scan_inputs=1,
-            scan_input_axes=[1],
+            num_scan_inputs=scanned,
+            scan_input_axes=[1] * scanned,
             scan_output_axes=[1],
         )
         seq = outs[-1]
+        if mask is not None:  # the last output is the one of the last unmasked step: h
+            return seq, lambda: _output_state(layer, outs[: len(flat)])
         return seq, lambda: self.node(
             "Gather", [seq, self.const("last", np.array(-1, "int64"))], axis=1
         )

@@ -98,18 +98,19 @@ def export_onnx(model, path, *, native=None, target="any", opset=OPSET):
     with cell_loop():
         graph = _Graph(onnx, tf, tf2onnx, int(opset))
         name = graph.input("inputs", spec)
-        shape = tuple(spec.shape)
+        shape, mask = tuple(spec.shape), None
         segment = []
         for layer, plan in zip(layers, plans, strict=True):
             if plan is None:
                 segment.append(layer)
                 continue
             if segment:
-                name, shape = graph.layers(segment, name, shape)
+                name, shape, mask = graph.layers(segment, name, shape, mask)
                 segment = []
-            name, shape = graph.recurrent(layer, plan, name, shape)
+            name, shape = graph.recurrent(layer, plan, name, shape, mask)
+            mask = mask if layer.return_sequences else None
         if segment:
-            name, shape = graph.layers(segment, name, shape)
+            name, shape, mask = graph.layers(segment, name, shape, mask)
         proto = graph.model(name, shape)
     onnx.checker.check_model(proto)
     onnx.save(proto, path)
@@ -177,18 +178,17 @@ def _plan(layers, native, target):
             masked = masked or _makes_mask(layer)
             plans.append(None)
             continue
-        if masked:
-            raise ValueError(
-                f"Cannot export layer '{layer.name}' to ONNX behind a mask (Embedding(mask_zero="
-                "True) or Masking): export_onnx does not carry masks; use export_saved_model "
-                "or export_tflite, which do."
-            )
         if getattr(layer, "return_state", False):
             raise ValueError(
                 f"Cannot export layer '{layer.name}' with return_state=True: the ONNX graph "
                 "returns the model's one output."
             )
         problem = None if native is False else native_problem(layer, target)
+        if masked and not problem:
+            problem = (
+                "it runs behind a mask (Embedding(mask_zero=True) or Masking), which the loop "
+                "applies step by step (ONNX's sequence_lens would hold for right-padding only)"
+            )
         if native is True and problem:
             raise ValueError(
                 f"Cannot write layer '{layer.name}' as ONNX's native operator (native=True): "
@@ -199,6 +199,7 @@ def _plan(layers, native, target):
                 f"Cannot export layer '{layer.name}': merge_mode=None returns two tensors."
             )
         plans.append("loop" if native is False or problem else "native")
+        masked = masked and layer.return_sequences
     return plans
 
 
