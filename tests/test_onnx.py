@@ -154,6 +154,24 @@ def test_options_and_directions_as_loops_in_both_runtimes(tmp_path):
     np.testing.assert_allclose(run_openvino(path, x), model(x), atol=2e-5)
 
 
+def test_stock_keras_layers_as_native_operators(tmp_path):
+    """keras.layers.LSTM and GRU (inside Bidirectional) map onto the operators as ours do."""
+    rng = np.random.default_rng(9)
+    model = keras.Sequential(
+        [
+            keras.Input((None, FEATURES)),
+            keras.layers.LSTM(4, return_sequences=True),
+            keras.layers.Bidirectional(keras.layers.GRU(3)),
+        ]
+    )
+    random_weights(model, rng)
+    x = rng.normal(0.0, 1.0, (BATCH, 6, FEATURES)).astype("float32")
+    path = klv.export_onnx(model, tmp_path / "m.onnx", native=True)
+    assert {"LSTM", "GRU"} <= op_types(path) and "Scan" not in op_types(path)
+    np.testing.assert_allclose(run_ort(path, x), model(x), atol=2e-5)
+    np.testing.assert_allclose(run_openvino(path, x), model(x), atol=2e-5)
+
+
 @pytest.mark.parametrize(
     "layer, reason",
     [
