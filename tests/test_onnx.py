@@ -205,6 +205,9 @@ def test_bad_arguments_and_missing_packages(tmp_path, monkeypatch):
     )
     with pytest.raises(ValueError, match="behind a mask"):
         klv.export_onnx(masked, tmp_path / "m.onnx", native=True)
+    half = keras.Sequential([keras.Input((None, FEATURES)), klv.GRU(3, dtype="mixed_float16")])
+    with pytest.raises(ValueError, match="computes in float16"):
+        klv.export_onnx(half, tmp_path / "m.onnx")
     monkeypatch.setitem(sys.modules, "tf2onnx", None)
     with pytest.raises(ImportError, match="pip install onnx tf2onnx"):
         klv.export_onnx(model, tmp_path / "m.onnx")

@@ -26,6 +26,11 @@ operator's: tanh and sigmoid activations, no ``layer_norm``, ``proj_units``, ``c
 (2026.4) silently ignores ``P`` and ``input_forget``, so for ``target="any"`` (the default)
 peephole and CIFG layers are written as ``Scan`` loops; ``target="onnxruntime"`` writes them as
 the native operator, which only ONNX Runtime computes right.
+
+Behind a mask (``Embedding(mask_zero=True)``, ``Masking``) the mask is computed in the graph
+and every recurrent layer runs as the loop, which keeps the states and repeats the last output
+at a masked step, as Keras does (the operator's ``sequence_lens`` is right for right-padding
+only).
 """
 
 import numbers
@@ -77,9 +82,9 @@ def export_onnx(model, path, *, native=None, target="any", opset=OPSET):
         opset: the ONNX opset (at least 16, for ``Scan``'s axes).
 
     Raises:
-        ValueError: bad arguments; a model that is not a chain, has a mask-making layer
-            before a recurrent one, a ``stateful`` layer; ``native=True`` for a layer that
-            does not map.
+        ValueError: bad arguments; a model that is not a chain, has a ``stateful`` or a
+            ``return_state`` layer, or computes in another dtype than float32;
+            ``native=True`` for a layer that does not map (behind a mask included).
         ImportError: ``onnx`` or ``tf2onnx`` is missing (one line saying what to install).
         TypeError, RuntimeError: as :func:`export_saved_model`.
     """
@@ -94,6 +99,14 @@ def export_onnx(model, path, *, native=None, target="any", opset=OPSET):
     onnx, tf2onnx = _onnx_packages()
     spec = _input_spec(tf, model)
     layers = _chain(model)
+    for layer in layers:
+        if layer.compute_dtype != "float32":
+            raise ValueError(
+                f"Cannot export layer '{layer.name}', which computes in {layer.compute_dtype}: "
+                "export_onnx writes float32. Build a float32 copy (after "
+                "`keras.mixed_precision.set_global_policy('float32')`), `set_weights` from "
+                "this model, and export the copy."
+            )
     plans = _plan(layers, native, target)
     with cell_loop():
         graph = _Graph(onnx, tf, tf2onnx, int(opset))
@@ -134,14 +147,13 @@ def native_problem(layer, target="any"):
     stock = type(cell) in (keras.layers.LSTMCell, keras.layers.GRUCell)
     if not stock and not capabilities & {ONNX_LSTM, ONNX_GRU}:
         return f"{type(cell).__name__} has no ONNX operator (its equations are not LSTM's or GRU's)"
-    for option, off in (("layer_norm", False), ("proj_units", None), ("cell_clip", None)):
-        if getattr(cell, option, off) not in (off,):
-            return (
-                f"{option}={getattr(cell, option)!r} is not expressible in ONNX's operator "
-                "(its `clip` clips gate pre-activations, not the cell state)"
-                if option == "cell_clip"
-                else f"{option}={getattr(cell, option)!r} is not expressible in ONNX's operator"
-            )
+    for option, off, why in (
+        ("layer_norm", False, ""),
+        ("proj_units", None, ""),
+        ("cell_clip", None, " (its `clip` clips gate pre-activations, not the cell state)"),
+    ):
+        if getattr(cell, option, off) != off:
+            return f"{option}={getattr(cell, option)!r} is not expressible in ONNX's operator{why}"
     zoneout = np.atleast_1d(getattr(cell, "zoneout", 0.0))
     if np.any(zoneout != 0.0):
         return f"zoneout={cell.zoneout!r} (its expectation at inference) does not map"
@@ -150,7 +162,7 @@ def native_problem(layer, target="any"):
         if getattr(function, "__name__", None) != expected:
             return f"{name}={getattr(function, '__name__', function)!r} is not {expected}"
     peepholes = tuple(getattr(cell, "peepholes", ()))
-    cifg = type(cell).__name__ == "CIFGLSTMCell" or getattr(cell, "blocks", ())[:1] == ("forget",)
+    cifg = tuple(getattr(cell, "blocks", ())) == ("forget", "candidate", "output")
     if target == "any" and (peepholes or cifg):
         what = "coupled gates (input_forget)" if cifg else "peepholes (P)"
         return (
