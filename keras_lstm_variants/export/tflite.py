@@ -164,12 +164,15 @@ def _unrolled_copy(model, length):
 
     def clone(layer):
         config = layer.get_config()
-        if isinstance(layer, keras.layers.RNN):
-            config["unroll"] = True
+        layers = [config] if isinstance(layer, keras.layers.RNN) else []
         if isinstance(layer, keras.layers.Bidirectional):
-            for key in ("layer", "backward_layer"):
-                if config.get(key):
-                    config[key]["config"]["unroll"] = True
+            layers = [
+                config[key]["config"] for key in ("layer", "backward_layer") if config.get(key)
+            ]
+        for layer_config in layers:
+            layer_config["unroll"] = True
+            if layer_config.get("parallel"):  # mLSTM's parallel form has no loop to unroll
+                layer_config["parallel"] = False
         return type(layer).from_config(config)
 
     shape = tuple(model.inputs[0].shape)
