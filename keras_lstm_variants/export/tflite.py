@@ -1,5 +1,6 @@
 """TFLite export: the SavedModel's functions through ``tf.lite.TFLiteConverter``."""
 
+import copy
 import numbers
 import tempfile
 
@@ -160,7 +161,7 @@ def _length(model, time_steps):
 
 def _unrolled_copy(model, length):
     """A copy of ``model`` (same weights) on an Input of ``length`` steps, every recurrent layer
-    with ``unroll=True``."""
+    that has a time loop with ``unroll=True`` (mLSTM in its recurrent form)."""
 
     def clone(layer):
         config = layer.get_config()
@@ -169,16 +170,20 @@ def _unrolled_copy(model, length):
             layers = [
                 config[key]["config"] for key in ("layer", "backward_layer") if config.get(key)
             ]
+        original = copy.deepcopy(config)
         for layer_config in layers:
             layer_config["unroll"] = True
             if layer_config.get("parallel"):  # mLSTM's parallel form has no loop to unroll
                 layer_config["parallel"] = False
-        return type(layer).from_config(config)
+        try:
+            return type(layer).from_config(config)
+        except ValueError:  # a layer without a time loop (minGRU's scan) refuses unroll
+            return type(layer).from_config(original)
 
     shape = tuple(model.inputs[0].shape)
     inputs = keras.Input(
         (length, *shape[2:]), batch_size=shape[0], dtype=model.inputs[0].dtype, name="inputs"
     )
-    copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
+    unrolled = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
+    unrolled.set_weights(model.get_weights())
+    return unrolled
