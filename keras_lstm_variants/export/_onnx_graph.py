@@ -6,9 +6,6 @@ import numpy as np
 
 from .streaming import _makes_mask, _output_state
 
-#: Keras's LSTM column blocks (i, f, c, o) in ONNX's order (i, o, f, c).
-_LSTM_ORDER = (0, 3, 1, 2)
-
 
 class _Graph:
     """One ONNX graph grown layer by layer; every name is unique (a prefix per piece)."""
@@ -18,7 +15,6 @@ class _Graph:
         self.helper = onnx.helper
         self.nodes, self.initializers, self.inputs = [], [], []
         self.count = 0
-        self.shapes = {}
 
     # ------------------------------------------------------------------------- plumbing
     def fresh(self, stem):
