@@ -166,7 +166,7 @@ def latency(args):
                         name,
                         shape_name,
                         "litert",
-                        "While",
+                        "builtins",
                         _time(lambda r=run, x=x: r(inputs=x), args.repeats),
                     )
                 )
