@@ -8,7 +8,8 @@ with ``keras.layers.LSTM``'s signature, one pair per variant (:data:`VARIANTS`):
 :class:`MinGRUCell` / :class:`MinGRU`, :class:`MinLSTMCell` / :class:`MinLSTM`,
 :class:`SLSTMCell` / :class:`SLSTM`, :class:`MLSTMCell` / :class:`MLSTM`. Gate inspection:
 :func:`trace_gates`, :class:`GateStatistics`. Export: :func:`export_saved_model`,
-:func:`export_tflite`, :func:`export_onnx`. Porting PyTorch weights: :func:`weights_from_torch_lstm`.
+:func:`export_tflite`, :func:`export_onnx`. Porting PyTorch weights:
+:func:`weights_from_torch_lstm`.
 """
 
 from . import cli as _cli
