@@ -6,8 +6,8 @@ with ``keras.layers.LSTM``'s signature, one pair per variant, declared once in :
 :class:`PeepholeLSTM`, :class:`GreffLSTMCell` / :class:`GreffLSTM` (the nine
 :data:`GREFF_VARIANTS`), :class:`MinGRUCell` / :class:`MinGRU`, :class:`SLSTMCell` /
 :class:`SLSTM`. Gate inspection: :func:`trace_gates`, :class:`GateStatistics`. Export:
-:func:`export_saved_model`, :func:`export_tflite`. Porting PyTorch weights:
-:func:`weights_from_torch_lstm`.
+:func:`export_saved_model`, :func:`export_tflite`, :func:`export_onnx`. Porting PyTorch
+weights: :func:`weights_from_torch_lstm`. Which kernel runs a layer: :func:`explain_kernels`.
 """
 
 from . import cli as _cli
@@ -17,7 +17,7 @@ if _cli.running_as_the_command():  # before Keras loads TensorFlow: quiet its C+
 
 from . import registry
 from .cells import GREFF_VARIANTS, RecurrentCell
-from .export import export_saved_model, export_tflite
+from .export import export_onnx, export_saved_model, export_tflite
 from .gates import GateStatistics, trace_gates
 from .kernels import explain as explain_kernels
 from .layers import VariantRNN
@@ -39,6 +39,7 @@ __all__ = [
     "RecurrentCell",
     "VariantRNN",
     "explain_kernels",
+    "export_onnx",
     "export_saved_model",
     "export_tflite",
     "registry",

@@ -511,7 +511,7 @@ def test_time_distributed_at_a_free_length_is_refused_while_keras_gets_it_wrong(
             keras.layers.TimeDistributed(keras.layers.Dense(2)),
         ]
     )
-    if klv.export._time_distributed_maps_over_time(tf):
+    if klv.export._common._time_distributed_maps_over_time(tf):
         loaded = tf.saved_model.load(klv.export_saved_model(model, tmp_path / "m"))
         x = np.ones((BATCH, TIME, FEATURES), "float32")
         np.testing.assert_allclose(loaded.serving_default(x)["output"], model(x), atol=1e-5)
@@ -566,7 +566,8 @@ def test_paths_and_flags_are_checked_before_any_work(tmp_path, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("the conversion started before the arguments were checked")
 
-    monkeypatch.setattr(klv.export, "_archive", no_work)
+    monkeypatch.setattr(klv.export.saved_model, "_archive", no_work)
+    monkeypatch.setattr(klv.export.tflite, "_archive", no_work)
     with pytest.raises(ValueError, match=r"`path` names a directory .*exists and is a file"):
         klv.export_saved_model(model, a_file)
     with pytest.raises(ValueError, match=r"`path` names a file .*is a directory"):
@@ -672,3 +673,34 @@ def test_tflite_says_to_pass_time_steps_when_the_converter_needs_it(tmp_path, mo
     with pytest.raises(ValueError, match="pass `time_steps`"):
         klv.export_tflite(model, tmp_path / "m.tflite")
     assert not os.path.exists(tmp_path / "m.tflite")
+
+
+def test_a_bad_row_stays_in_its_row_in_fixed_batch_steps(tmp_path):
+    """A NaN (or an infinity) in one row of a fixed-batch step (TFLite, a SavedModel whose Input
+    fixes the batch) leaves the other rows exactly as without it: the batch guard reads values but
+    must not add them to any row."""
+    rng = np.random.default_rng(21)
+    model = keras.Sequential(
+        [
+            keras.Input((TIME, FEATURES), batch_size=BATCH),
+            klv.LSTM(4, name="lstm"),
+            keras.layers.Dense(2),
+        ]
+    )
+    random_weights(model, rng)
+    x_t = rng.normal(0.0, 1.0, (BATCH, FEATURES)).astype("float32")
+    states = {"lstm_h": np.zeros((BATCH, 4), "float32"), "lstm_c": np.zeros((BATCH, 4), "float32")}
+    klv.export_saved_model(model, str(tmp_path / "sm"), streaming=True)
+    step = tf.saved_model.load(str(tmp_path / "sm")).signatures["step"]
+    klv.export_tflite(model, tmp_path / "m.tflite", batch_size=BATCH, streaming=True)
+    runner = tf.lite.Interpreter(str(tmp_path / "m.tflite")).get_signature_runner("step")
+    for run in (step, runner):
+        good = np.asarray(run(x_t=x_t, **states)["output"])
+        for row in range(BATCH):  # the guard reads the last row: each row must stay its own
+            for value in (np.nan, np.inf):
+                bad = x_t.copy()
+                bad[row, 0] = value
+                out = np.asarray(run(x_t=bad, **states)["output"])
+                others = np.arange(BATCH) != row
+                np.testing.assert_array_equal(out[others], good[others])
+                assert np.isnan(out[row]).all() == np.isnan(value)  # an infinity saturates
