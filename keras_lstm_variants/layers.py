@@ -385,6 +385,11 @@ class MinimalRNN(VariantRNN):
         if self.go_backwards:
             sequences = ops.flip(sequences, axis=1)
             mask = None if mask is None else ops.flip(mask, axis=1)
+        if mask is not None:
+            # A masked step's input never enters the arithmetic (NaN * 0 is NaN), gradients
+            # included: replaced by zeros before the projection.
+            keep = ops.expand_dims(ops.cast(mask, "bool"), -1)
+            sequences = ops.where(keep, sequences, ops.zeros_like(sequences))
         cell = self.cell
         (h_0,) = initial_state
         z_x = cell.project(sequences, training)
@@ -481,7 +486,10 @@ class MLSTM(VariantRNN):
             sequences = ops.flip(sequences, axis=1)
             mask = None if mask is None else ops.flip(mask, axis=1)
         if mask is not None:
+            # A masked step's input never enters the arithmetic (NaN * 0 is NaN), gradients
+            # included: replaced by zeros before the projection.
             mask = ops.cast(mask, "bool")
+            sequences = ops.where(ops.expand_dims(mask, -1), sequences, ops.zeros_like(sequences))
         initial_state = list(initial_state)
         z = self.cell.project_sequence(sequences, training)
         h, memory = self.cell.parallel(z, initial_state, mask)
@@ -502,15 +510,18 @@ def _masked_outputs(h, h_0, mask, zero_output_for_mask):
     latest unmasked step ``s <= t`` (``h_0`` if none). The output there is zero with
     ``zero_output_for_mask``; otherwise the previous output: that latest ``h``, or before any
     unmasked step ``h_0`` on JAX (whose loop emits the carried state) and zeros on the other
-    backends (whose loops start from a zero output).
+    backends (whose loops start from a zero output). The latest ``h`` is gathered (exact, and
+    only unmasked steps are read), never a weighted sum over the steps, in which a masked
+    step's value would enter as ``0 * value``.
     """
     steps = ops.arange(ops.shape(h)[1])
     count = ops.cumsum(ops.cast(mask, "int32"), axis=1)  # unmasked steps so far
     causal = ops.expand_dims(steps, 0) <= ops.expand_dims(steps, 1)  # (t, s): s <= t
-    same_count = ops.expand_dims(count, 1) == ops.expand_dims(count, 2)
-    latest = ops.expand_dims(mask, 1) & same_count & causal[None]  # s: latest unmasked <= t
+    seen = causal[None] & ops.expand_dims(mask, 1)  # (batch, t, s): s <= t and unmasked
+    latest = ops.max(ops.where(seen, steps, ops.zeros_like(steps)), axis=-1)  # (batch, t)
+    index = ops.broadcast_to(ops.expand_dims(latest, -1), ops.shape(h))
+    carried = ops.take_along_axis(h, index, axis=1)
     h = ops.where(ops.expand_dims(mask, -1), h, ops.zeros_like(h))
-    carried = ops.einsum("bts,bsu->btu", ops.cast(latest, h.dtype), h)
     started = ops.expand_dims(count > 0, -1)
     h_last = ops.where(started[:, -1], carried[:, -1], h_0)
     if zero_output_for_mask:
