@@ -140,6 +140,12 @@ class VariantRNN(layers.RNN):
     def build(self, sequences_shape, initial_state_shape=None):
         self._check_inputs(sequences_shape)
         super().build(sequences_shape, initial_state_shape)
+        # A stateful layer's state variables hold float32 under a mixed policy. Keras's torch
+        # Variable, read inside the call's autocast scope, is a cast copy, and `assign` writes
+        # into that copy: the state would never be carried (keras.layers.LSTM too). Without
+        # autocast the assignment reaches the variable; the call casts the states itself.
+        for state in self.states if self.stateful and self.states else ():
+            state._autocast = False
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         # Keras calls this instead of `call` on symbolic inputs: check them here too.
