@@ -199,6 +199,7 @@ class VariantRNN(layers.RNN):
             self._check_initial_state(sequences.shape, [state.shape for state in states])
         if mask is not None:
             self._check_mask(sequences.shape, mask)
+            sequences = _zero_masked_steps(sequences, mask)
         return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
@@ -391,11 +392,6 @@ class MinimalRNN(VariantRNN):
         if self.go_backwards:
             sequences = ops.flip(sequences, axis=1)
             mask = None if mask is None else ops.flip(mask, axis=1)
-        if mask is not None:
-            # A masked step's input never enters the arithmetic (NaN * 0 is NaN), gradients
-            # included: replaced by zeros before the projection.
-            keep = ops.expand_dims(ops.cast(mask, "bool"), -1)
-            sequences = ops.where(keep, sequences, ops.zeros_like(sequences))
         cell = self.cell
         (h_0,) = initial_state
         z_x = cell.project(sequences, training)
@@ -492,10 +488,7 @@ class MLSTM(VariantRNN):
             sequences = ops.flip(sequences, axis=1)
             mask = None if mask is None else ops.flip(mask, axis=1)
         if mask is not None:
-            # A masked step's input never enters the arithmetic (NaN * 0 is NaN), gradients
-            # included: replaced by zeros before the projection.
             mask = ops.cast(mask, "bool")
-            sequences = ops.where(ops.expand_dims(mask, -1), sequences, ops.zeros_like(sequences))
         initial_state = list(initial_state)
         z = self.cell.project_sequence(sequences, training)
         h, memory = self.cell.parallel(z, initial_state, mask)
@@ -507,6 +500,15 @@ class MLSTM(VariantRNN):
 
     def get_config(self):
         return {**super().get_config(), "parallel": self.parallel}
+
+
+def _zero_masked_steps(sequences, mask):
+    """``sequences`` with zeros at the steps ``mask`` hides, so that what a masked step holds
+    (NaN, inf) never enters the arithmetic of any kernel, gradients included: masking after a
+    product is not enough, ``NaN * 0`` is NaN."""
+    mask = mask[0] if isinstance(mask, (list, tuple)) else mask
+    keep = ops.expand_dims(ops.cast(mask, "bool"), -1)
+    return ops.where(keep, sequences, ops.zeros_like(sequences))
 
 
 def _masked_outputs(h, h_0, mask, zero_output_for_mask):
@@ -525,8 +527,10 @@ def _masked_outputs(h, h_0, mask, zero_output_for_mask):
     causal = ops.expand_dims(steps, 0) <= ops.expand_dims(steps, 1)  # (t, s): s <= t
     seen = causal[None] & ops.expand_dims(mask, 1)  # (batch, t, s): s <= t and unmasked
     latest = ops.max(ops.where(seen, steps, ops.zeros_like(steps)), axis=-1)  # (batch, t)
-    index = ops.broadcast_to(ops.expand_dims(latest, -1), ops.shape(h))
-    carried = ops.take_along_axis(h, index, axis=1)
+    # A gather from the (batch * time, units) rows: ONNX's Gather on every exporter.
+    batch, time = ops.shape(h)[0], ops.shape(h)[1]
+    rows = latest + ops.expand_dims(ops.arange(batch) * time, 1)
+    carried = ops.take(ops.reshape(h, (-1, ops.shape(h)[2])), rows, axis=0)
     h = ops.where(ops.expand_dims(mask, -1), h, ops.zeros_like(h))
     started = ops.expand_dims(count > 0, -1)
     h_last = ops.where(started[:, -1], carried[:, -1], h_0)
