@@ -14,7 +14,7 @@ import inspect
 import re
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from . import kernels
 from .cells import (
@@ -231,6 +231,12 @@ class VariantRNN(layers.RNN):
     def build(self, sequences_shape, initial_state_shape=None):
         self._check_inputs(sequences_shape)
         super().build(sequences_shape, initial_state_shape)
+        # A stateful layer's state variables hold float32 under a mixed policy. Keras's torch
+        # Variable, read inside the call's autocast scope, is a cast copy, and `assign` writes
+        # into that copy: the state would never be carried (keras.layers.LSTM too). Without
+        # autocast the assignment reaches the variable; the call casts the states itself.
+        for state in self.states if self.stateful and self.states else ():
+            state._autocast = False
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         # Keras calls this instead of `call` on symbolic inputs: check them here too.
@@ -284,6 +290,7 @@ class VariantRNN(layers.RNN):
             self._check_initial_state(sequences.shape, [state.shape for state in states])
         if mask is not None:
             self._check_mask(sequences.shape, mask)
+            sequences = _zero_masked_steps(sequences, mask)
         return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
@@ -479,3 +486,12 @@ def sequence_layer(cell_class, name=None, package=None, doc=None):
     }
     layer = type(name, (VariantRNN,), namespace)
     return keras.saving.register_keras_serializable(package=package)(layer)
+
+
+def _zero_masked_steps(sequences, mask):
+    """``sequences`` with zeros at the steps ``mask`` hides, so that what a masked step holds
+    (NaN, inf) never enters the arithmetic of any kernel, gradients included: masking after a
+    product is not enough, ``NaN * 0`` is NaN."""
+    mask = mask[0] if isinstance(mask, (list, tuple)) else mask
+    keep = ops.expand_dims(ops.cast(mask, "bool"), -1)
+    return ops.where(keep, sequences, ops.zeros_like(sequences))

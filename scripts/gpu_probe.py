@@ -13,7 +13,7 @@ input, median of R (default 30) calls after warm-up, interleaved. Run with
 
 ``python3 scripts/gpu_probe.py keras`` (``KERAS_BACKEND=jax``) times our LSTM and GRU layers
 in Keras models (``train_on_batch`` / ``predict_on_batch``, ``jit_compile=True``, the bench's
-models) with ``fast.ACCELERATOR_UNROLL`` = 1, 4, 8 and 16, interleaved, minimum of R calls.
+models) with ``kernels.jax_scan.ACCELERATOR_UNROLL`` = 1, 4, 8 and 16, interleaved, minimum of R calls.
 """
 
 import functools
@@ -139,7 +139,8 @@ def main():
 
 def keras_main():
     import keras_lstm_variants  # noqa: F401  (quiets TensorFlow, sets nothing else)
-    from keras_lstm_variants import bench, fast
+    from keras_lstm_variants.commands import bench
+    from keras_lstm_variants.kernels import jax_scan
 
     unrolls = (1, 4, 8, 16)
     for steps in (100, 1000):
@@ -148,7 +149,7 @@ def keras_main():
         models = {}
         for kind in ("lstm", "gru"):
             for unroll in unrolls:
-                fast.ACCELERATOR_UNROLL = unroll
+                jax_scan.ACCELERATOR_UNROLL = unroll
                 model = bench.build_model(kind, shape, jit_compile=True)
                 y = bench.target(model, shape)
                 model.train_on_batch(x, y)  # traced and compiled with this unroll

@@ -20,15 +20,18 @@ are what :meth:`transition` (hence ``trace_gates``) reports as ``input`` and ``f
 every step one of them is exactly 1, and ``i' / f'`` is how much the step's write outweighs the
 decayed memory.
 
-Under a mixed-precision policy the gate arithmetic runs in float32 (the states are still stored
-in the compute dtype between steps, as ``keras.layers.RNN`` requires).
+Under a mixed-precision policy the gate, stabilizer and memory arithmetic runs in float32: every
+input of it is cast to :attr:`~_ExponentialGating.arithmetic_dtype`, decided from the cell's
+compute dtype (never from a tensor's ``dtype`` attribute, which differs between backends and
+which a stateful layer's state variables report as the compute dtype while holding float32).
+The states are stored in the compute dtype between steps, as ``keras.layers.RNN`` requires.
 """
 
 import math
 import numbers
 from typing import ClassVar
 
-from keras import ops
+from keras import backend, ops
 
 from .base import RecurrentCell, register
 from .lstm import LSTMCell
@@ -66,11 +69,10 @@ def check_forget_activation(forget_activation):
     return forget_activation
 
 
-def _float32(tensor):
-    """``tensor`` in float32 when it is float16/bfloat16 (the gate arithmetic), else as is."""
-    if str(tensor.dtype).split(".")[-1] in _LOW_PRECISION:
-        return ops.cast(tensor, "float32")
-    return tensor
+def arithmetic_dtype(compute_dtype):
+    """The dtype of the gate arithmetic: float32 for a 16-bit ``compute_dtype``, else itself."""
+    dtype = backend.standardize_dtype(compute_dtype)
+    return "float32" if dtype in _LOW_PRECISION else dtype
 
 
 class _ExponentialGating(RecurrentCell):
@@ -117,6 +119,19 @@ class _ExponentialGating(RecurrentCell):
         self.num_heads = check_num_heads(num_heads, self.units)
         self.head_size = self.units // self.num_heads
         self.forget_activation = check_forget_activation(forget_activation)
+
+    @property
+    def arithmetic_dtype(self):
+        """float32 under a 16-bit (mixed) policy, else the compute dtype."""
+        return arithmetic_dtype(self.compute_dtype)
+
+    def upcast(self, *tensors):
+        """``tensors`` (tensors or state variables) cast to :attr:`arithmetic_dtype`."""
+        return [ops.cast(tensor, self.arithmetic_dtype) for tensor in tensors]
+
+    def downcast(self, tensors):
+        """``tensors`` cast to the compute dtype (how states are stored between steps)."""
+        return [ops.cast(tensor, self.compute_dtype) for tensor in tensors]
 
     def log_forget(self, f_tilde):
         """``log f`` from the forget pre-activation: ``log sigmoid(f~)`` or, for exp, ``f~``."""
@@ -216,9 +231,9 @@ class SLSTMCell(_ExponentialGating):
 
     def transition(self, z_x, states, training=False):
         h_prev, c_prev, n_prev, m_prev = states
-        dtype = h_prev.dtype
-        z = _float32(z_x + self.recurrent_preactivations(h_prev, training))
-        c_prev, n_prev, m_prev = (_float32(s) for s in (c_prev, n_prev, m_prev))
+        h_prev = ops.cast(h_prev, self.compute_dtype)
+        (z,) = self.upcast(z_x + self.recurrent_preactivations(h_prev, training))
+        c_prev, n_prev, m_prev = self.upcast(c_prev, n_prev, m_prev)
         i_tilde, f_tilde, z_tilde, o_tilde = ops.split(z, 4, axis=-1)
         log_f = self.log_forget(f_tilde)
         m, i, f = self.stabilize(i_tilde, log_f, m_prev, fresh=ops.equal(n_prev, 0.0))
@@ -228,7 +243,7 @@ class SLSTMCell(_ExponentialGating):
         n = f * n_prev + i
         h = o * c / n
         gates = {"input": i, "forget": f, "candidate": z, "output": o}
-        return gates, [ops.cast(s, dtype) for s in (h, c, n, m)]
+        return gates, self.downcast([h, c, n, m])
 
 
 @register
@@ -339,10 +354,9 @@ class MLSTMCell(_ExponentialGating):
         return ops.repeat(gate, self.head_size, axis=-1)
 
     def transition(self, z_x, states, training=False):
-        h_prev, C_prev, n_prev, m_prev = states
-        dtype = h_prev.dtype
-        q, k, v, i_tilde, f_tilde, o_tilde = (_float32(t) for t in self.split(z_x))
-        C_prev, n_prev, m_prev = (_float32(s) for s in (C_prev, n_prev, m_prev))
+        _, C_prev, n_prev, m_prev = states
+        q, k, v, i_tilde, f_tilde, o_tilde = self.split(*self.upcast(z_x))
+        C_prev, n_prev, m_prev = self.upcast(C_prev, n_prev, m_prev)
         d = self.head_size
         q, k, v, n_prev = self.heads(q), self.heads(k), self.heads(v), self.heads(n_prev)
         C_prev = ops.reshape(C_prev, (-1, self.num_heads, d, d))
@@ -357,8 +371,7 @@ class MLSTMCell(_ExponentialGating):
         h = o * ops.reshape(h_tilde, (-1, self.units))
         gates = {"input": self.per_unit(i), "forget": self.per_unit(f), "output": o}
         C = ops.reshape(C, (-1, self.num_heads * d * d))
-        new_states = [h, C, ops.reshape(n, (-1, self.units)), m]
-        return gates, [ops.cast(s, dtype) for s in new_states]
+        return gates, self.downcast([h, C, ops.reshape(n, (-1, self.units)), m])
 
     def project_sequence(self, sequences, training=False):
         """``W x_t + b`` of every step of ``sequences`` (batch, time, features) in one GEMM,
@@ -374,9 +387,10 @@ class MLSTMCell(_ExponentialGating):
         the initial state.
 
         With :math:`F_t = \sum_{r \le t} \log f_r` and :math:`\log D_{ts} = F_t - F_s +
-        \tilde\imath_s` for :math:`s \le t` (else :math:`-\infty`), the initial state enters as
-        a column :math:`\log D_{t0} = F_t + m_0`; :math:`m_t = \max_s \log D_{ts}` (the same
-        :math:`m_t` as stepping the cell), :math:`D = e^{\log D - m}`, and
+        \tilde\imath_s` for the steps :math:`s \le t` that write, the initial state enters as
+        a column :math:`\log D_{t0} = F_t + m_0`; :math:`m_t = \max_s \log D_{ts}` over those
+        (the same :math:`m_t` as stepping the cell), :math:`D = e^{\log D - m}` there and 0
+        elsewhere, and
 
         .. math::
 
@@ -384,9 +398,13 @@ class MLSTMCell(_ExponentialGating):
                               {\max(|\sum_s D_{ts} q_t^\top k_s + D_{t0} n_0^\top q_t|,
                                     e^{-m_t})}
 
-        A step where ``mask`` is False neither writes nor decays (:math:`\tilde\imath = -\infty`,
-        :math:`\log f = 0`), as the state is carried over there. Memory: ``(batch, num_heads,
-        time, time)`` per intermediate; arithmetic in float32 under mixed precision.
+        A step where ``mask`` is False neither writes nor decays (no column, :math:`\log f =
+        0`), as the state is carried over there, and its projection is replaced by zeros before
+        any arithmetic, so whatever it holds (NaN, inf) never reaches another step. The steps
+        that do not write are selected out (``where``), never given :math:`-\infty`: the
+        computation holds no infinite constant (ONNX runtimes mishandle them). Memory:
+        ``(batch, num_heads, time, time)`` per intermediate; arithmetic in float32 under mixed
+        precision.
 
         Args:
             z: the projections :meth:`project_sequence`, ``(batch, time, width)``.
@@ -394,32 +412,34 @@ class MLSTMCell(_ExponentialGating):
             mask: optional boolean ``(batch, time)``.
         Returns:
             ``(h, [C_T, n_T, m_T])``: ``h`` ``(batch, time, units)`` computed at every step
-            (at a masked step, from the carried state and that step's q, o), and the final
-            memory state.
+            (at a masked step, from the carried state and zeros for that step's q, o), and the
+            final memory state.
         """
         _, C_0, n_0, m_0 = states
-        dtype = C_0.dtype
-        q, k, v, i_tilde, f_tilde, o_tilde = (_float32(t) for t in self.split(z))
-        C_0, n_0, m_0 = (_float32(s) for s in (C_0, n_0, m_0))
+        z, C_0, n_0, m_0 = self.upcast(z, C_0, n_0, m_0)
+        steps = ops.arange(ops.shape(z)[1])
+        writes = ops.expand_dims(steps, 1) >= ops.expand_dims(steps, 0)  # (t, s): s <= t
+        if mask is not None:
+            mask = ops.cast(mask, "bool")
+            z = ops.where(ops.expand_dims(mask, -1), z, ops.zeros_like(z))
+            writes = writes[None, None] & mask[:, None, None, :]  # (batch, 1, t, s)
+        q, k, v, i_tilde, f_tilde, o_tilde = self.split(z)
         d, heads = self.head_size, self.num_heads
         log_f = self.log_forget(f_tilde)  # (batch, time, heads)
         if mask is not None:
-            valid = ops.expand_dims(mask, -1)
-            log_f = ops.where(valid, log_f, ops.zeros_like(log_f))
-            i_tilde = ops.where(valid, i_tilde, ops.full_like(i_tilde, -math.inf))
+            log_f = ops.where(ops.expand_dims(mask, -1), log_f, ops.zeros_like(log_f))
         # heads first: (batch, heads, time, d) and (batch, heads, time)
         q, k, v = (ops.transpose(self.heads(t), (0, 2, 1, 3)) for t in (q, k, v))
         log_f, i_tilde = (ops.transpose(t, (0, 2, 1)) for t in (log_f, i_tilde))
         C_0 = ops.reshape(C_0, (-1, heads, d, d))
         n_0 = self.heads(n_0)
         F = ops.cumsum(log_f, axis=-1)
-        steps = ops.arange(ops.shape(z)[1])
-        causal = ops.expand_dims(steps, 1) >= ops.expand_dims(steps, 0)  # (t, s): s <= t
+        log_D_0 = F + m_0[..., None]  # (batch, heads, time): always a candidate of the max
         log_D = F[..., :, None] - F[..., None, :] + i_tilde[..., None, :]
-        log_D = ops.where(causal, log_D, ops.full_like(log_D, -math.inf))
-        log_D_0 = F + m_0[..., None]
+        # Entries that do not write take log D_t0 (never above the maximum), then D = 0 there.
+        log_D = ops.where(writes, log_D, log_D_0[..., None])
         m = ops.maximum(ops.max(log_D, axis=-1), log_D_0)  # (batch, heads, time)
-        D = ops.exp(log_D - m[..., None])
+        D = ops.where(writes, ops.exp(log_D - m[..., None]), ops.zeros_like(log_D))
         D_0 = ops.exp(log_D_0 - m)
         S = ops.einsum("bktd,bksd->bkts", q, k) * D
         numerator = ops.einsum("bkts,bksd->bktd", S, v) + D_0[..., None] * ops.einsum(
@@ -433,5 +453,5 @@ class MLSTMCell(_ExponentialGating):
         C_T = ops.einsum("bksi,bksj->bkij", D_T[..., None] * v, k) + D_T0[..., None, None] * C_0
         n_T = ops.einsum("bks,bksj->bkj", D_T, k) + D_T0[..., None] * n_0
         C_T, n_T = ops.reshape(C_T, (-1, heads * d * d)), ops.reshape(n_T, (-1, self.units))
-        final = [C_T, n_T, m[..., -1]]
-        return ops.cast(h, dtype), [ops.cast(s, dtype) for s in final]
+        (h,) = self.downcast([h])
+        return h, self.downcast([C_T, n_T, m[..., -1]])

@@ -47,15 +47,20 @@ def _masked_outputs(h, h_0, mask, zero_output_for_mask):
     latest unmasked step ``s <= t`` (``h_0`` if none). The output there is zero with
     ``zero_output_for_mask``; otherwise the previous output: that latest ``h``, or before any
     unmasked step ``h_0`` on JAX (whose loop emits the carried state) and zeros on the other
-    backends (whose loops start from a zero output).
+    backends (whose loops start from a zero output). The latest ``h`` is gathered (exact, and
+    only unmasked steps are read), never a weighted sum over the steps, in which a masked
+    step's value would enter as ``0 * value``.
     """
     steps = ops.arange(ops.shape(h)[1])
     count = ops.cumsum(ops.cast(mask, "int32"), axis=1)  # unmasked steps so far
     causal = ops.expand_dims(steps, 0) <= ops.expand_dims(steps, 1)  # (t, s): s <= t
-    same_count = ops.expand_dims(count, 1) == ops.expand_dims(count, 2)
-    latest = ops.expand_dims(mask, 1) & same_count & causal[None]  # s: latest unmasked <= t
+    seen = causal[None] & ops.expand_dims(mask, 1)  # (batch, t, s): s <= t and unmasked
+    latest = ops.max(ops.where(seen, steps, ops.zeros_like(steps)), axis=-1)  # (batch, t)
+    # A gather from the (batch * time, units) rows: ONNX's Gather on every exporter.
+    batch, time = ops.shape(h)[0], ops.shape(h)[1]
+    rows = latest + ops.expand_dims(ops.arange(batch) * time, 1)
+    carried = ops.take(ops.reshape(h, (-1, ops.shape(h)[2])), rows, axis=0)
     h = ops.where(ops.expand_dims(mask, -1), h, ops.zeros_like(h))
-    carried = ops.einsum("bts,bsu->btu", ops.cast(latest, h.dtype), h)
     started = ops.expand_dims(count > 0, -1)
     h_last = ops.where(started[:, -1], carried[:, -1], h_0)
     if zero_output_for_mask:
