@@ -104,6 +104,17 @@ def _take_kernel_choice(layer, kwargs):
     return use_cudnn
 
 
+class _ConstructorSignature:
+    """``inspect.signature(Layer)``: the constructor as :meth:`VariantRNN.signature` binds it.
+    On an instance it is absent, so ``inspect.signature(layer)`` (``tf.function``, Keras) reads
+    the layer's ``__call__``."""
+
+    def __get__(self, instance, owner):
+        if instance is not None:
+            raise AttributeError("__signature__")
+        return owner.signature()
+
+
 class VariantRNN(layers.RNN):
     """Base of the sequence layers: builds ``cell_class`` from the arguments, runs it over time
     with a kernel (``loop``: "auto", "keras" or a kernel's name, see
@@ -117,6 +128,7 @@ class VariantRNN(layers.RNN):
     """
 
     cell_class = None
+    __signature__ = _ConstructorSignature()
     #: True for the drop-ins for ``keras.layers.LSTM``/``GRU``, which take their kernel choices.
     drop_in = False
 

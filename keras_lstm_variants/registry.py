@@ -60,7 +60,6 @@ def add(name, cell, layer=None, stock="LSTM"):
     _VARIANTS[name] = record
     if "_positional" in layer.__dict__:
         del layer._positional  # the layer binds positional arguments by the stock given here
-    layer.__signature__ = layer.signature()
     return record
 
 
