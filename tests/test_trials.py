@@ -8,6 +8,7 @@ every subprocess has a timeout. The runs are tiny (``--quick``, 10 steps).
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,9 @@ from keras_lstm_variants.commands.trials import RESULTS, thread_env  # noqa: E40
 
 TINY = ["--quick", "--task", "adding", "--steps", "10", "--eval-every", "10"]
 TINY += ["--no-export", "--no-tensorboard", "--units", "4"]
-COMMAND = [sys.executable, "-m", "keras_lstm_variants", "compare", *TINY]
+#: The console script (keras_lstm_variants_launcher), which keeps TensorFlow's start-up quiet.
+LAUNCH = "import sys; from keras_lstm_variants_launcher import main; sys.exit(main())"
+COMMAND = [sys.executable, "-c", LAUNCH, "compare", *TINY]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 ENV.pop("RAY_ADDRESS", None)
 
@@ -29,7 +32,11 @@ ENV.pop("RAY_ADDRESS", None)
 def end_session(process):
     """SIGKILL ``process`` and every process of its session (Ray's, started under it), by
     PID."""
-    sid = os.getsid(process.pid)
+    try:
+        sid = os.getsid(process.pid)
+    except ProcessLookupError:  # gone already (and reaped below)
+        process.wait(timeout=60)
+        return
     for other in psutil.process_iter(["pid"]):
         try:
             if os.getsid(other.pid) == sid:
@@ -155,3 +162,121 @@ def test_ray_missing_says_what_to_install(tmp_path):
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and 'pip install "keras-lstm-variants[examples]"' in lines[0]
+
+
+LISTENING = """
+import json, os, psutil
+from keras_lstm_variants.commands.trials import start_ray
+ray = start_ray(None, 1, cpus=1)
+ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker up too
+me = psutil.Process()
+found = set()
+for process in [me, *me.children(recursive=True)]:
+    try:
+        for connection in process.net_connections(kind="inet"):
+            if connection.status == psutil.CONN_LISTEN:
+                found.add(connection.laddr.ip)
+    except psutil.Error:
+        pass
+ray.shutdown()
+print(json.dumps(sorted(found)))
+"""
+
+
+def test_the_embedded_ray_listens_on_loopback_only():
+    """The default (no --address): every port Ray's processes listen on is on 127.0.0.1,
+    none on another address (no dashboard, no job server)."""
+    done = subprocess.run(
+        [sys.executable, "-c", LISTENING], env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found and set(found) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, found
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def records(out):
+    path = out / RESULTS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_two_nodes_share_the_trials_and_losing_one_loses_no_trial(tmp_path):
+    """A Ray cluster of two nodes on this machine (a head and a second node, one CPU each,
+    on 127.0.0.1): ``compare --address`` spreads its trials over both (each trial's node is
+    recorded), and SIGKILLing the second node mid-run still completes every trial."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    # the head on loopback (Ray's no-cluster switch maps its node address to 127.0.0.1);
+    # the second node finds its address from the head's perspective: 127.0.0.1 too
+    cluster_env = {**ENV, "RAY_AUTH_MODE": "token"}
+    head_env = {**cluster_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    start = ["ray", "start", "--block", "--num-cpus=1", "--disable-usage-stats"]
+    head = subprocess.Popen(
+        [*start, "--head", f"--port={port}", "--include-dashboard=false"],
+        env=head_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    second = driver = None
+    try:
+
+        def answers():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(answers, 120, "the head node")
+        second = subprocess.Popen(
+            [*start, f"--address={address}"],
+            env=cluster_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out = tmp_path / "out"
+        lengths = ["--lengths", "5,6,7", "--variants", "lstm,gru", "--steps", "60"]
+        driver = subprocess.Popen(
+            [*COMMAND, *lengths, "--address", address, "--out", str(out)],
+            env=head_env,  # the driver reads the loopback address as given
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_for(
+            lambda: len({r.get("node") for r in records(out)}) >= 2 or driver.poll() is not None,
+            420,
+            "trials on both nodes",
+        )
+        nodes = {r.get("node") for r in records(out)}
+        assert len(nodes) >= 2, nodes
+        end_session(second)
+        output, _ = driver.communicate(timeout=600)
+        assert driver.returncode == 0, output[-3000:]
+        runs = json.loads((out / "results.json").read_text())["tasks"]["adding"]["runs"]
+        assert len(runs) == 6 and len({run["node"] for run in runs}) >= 2
+    finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=60)
+        for node in (second, head):
+            if node is not None and node.poll() is None:
+                end_session(node)

@@ -83,6 +83,7 @@ def exit_status(code):
 def _main(request):
     import torch
 
+    from .bench_anchors import TorchAnchor  # the package's class, not __main__'s
     from .bench_timing import Shape, bench_shape
 
     torch.set_num_threads(request["threads"])
