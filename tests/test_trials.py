@@ -217,19 +217,20 @@ def records(out):
 
 
 def test_two_nodes_share_the_trials_and_losing_one_loses_no_trial(tmp_path):
-    """A Ray cluster of two nodes on this machine (a head and a second node, one CPU each,
-    on 127.0.0.1): ``compare --address`` spreads its trials over both (each trial's node is
-    recorded), and SIGKILLing the second node mid-run still completes every trial."""
+    """A Ray cluster of two nodes on this machine (a head and a second node, one CPU each):
+    ``compare --address 127.0.0.1:PORT`` spreads its trials over both (each trial's node is
+    recorded), and SIGKILLing the second node mid-run still completes every trial.
+
+    Ray (2.60) resolves a loopback address to the machine's own address for ``ray start`` and
+    ``ray.init(address=...)`` of a multi-node cluster, so these two nodes listen there (only
+    the embedded single-node Ray can be held to 127.0.0.1, tested above)."""
     port = free_port()
     address = f"127.0.0.1:{port}"
-    # the head on loopback (Ray's no-cluster switch maps its node address to 127.0.0.1);
-    # the second node finds its address from the head's perspective: 127.0.0.1 too
-    cluster_env = {**ENV, "RAY_AUTH_MODE": "token"}
-    head_env = {**cluster_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    cluster_env = {**ENV, "RAY_AUTH_MODE": "token"}  # the token in ~/.ray/auth_token
     start = ["ray", "start", "--block", "--num-cpus=1", "--disable-usage-stats"]
     head = subprocess.Popen(
         [*start, "--head", f"--port={port}", "--include-dashboard=false"],
-        env=head_env,
+        env=cluster_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -252,11 +253,27 @@ def test_two_nodes_share_the_trials_and_losing_one_loses_no_trial(tmp_path):
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        count = (
+            f"import ray; ray.init(address={address!r}, log_to_driver=False); "
+            "print(sum(node['Alive'] for node in ray.nodes()))"
+        )
+
+        def two_nodes():
+            done = subprocess.run(
+                [sys.executable, "-c", count],
+                env=cluster_env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            return done.stdout.strip().splitlines()[-1:] == ["2"]
+
+        wait_for(two_nodes, 180, "the second node")
         out = tmp_path / "out"
         lengths = ["--lengths", "5,6,7", "--variants", "lstm,gru", "--steps", "60"]
         driver = subprocess.Popen(
             [*COMMAND, *lengths, "--address", address, "--out", str(out)],
-            env=head_env,  # the driver reads the loopback address as given
+            env=cluster_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
