@@ -7,8 +7,10 @@ tests/test_layers.py (``test_layer_loop_equals_rnn_of_cell``).
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -248,3 +250,30 @@ def test_torch_anchors_are_timed_outside_the_tensorflow_process(tmp_path):
     assert [r["model"] for r in run["records"]] == ["lstm", "keras.LSTM", "torch.nn.LSTM"]
     (row,) = run["comparisons"]
     assert row["anchor"] == "torch.nn.LSTM" and row["anchor_train_ms"] > 0
+
+
+def test_ctrl_c_keeps_every_measurement_taken(tmp_path):
+    """bench.json (and bench.md) are written as the measurements come: after a Ctrl-C the
+    file holds what was measured, and the command exits 130."""
+    path = tmp_path / "bench.json"
+    argv = [*TINY, "--repeats", "100000", "--sections", "speed", "--gemm-size", "32"]
+    argv += ["--variants", "gru", "--anchors", "none", "--no-jit", "--json", str(path)]
+    command = [sys.executable, "-m", "keras_lstm_variants", "bench", *argv]
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not path.exists() and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.2)
+        assert path.exists(), "nothing written while measuring"
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, stderr.decode()[-2000:]
+    (run,) = json.loads(path.read_text())["runs"]
+    assert {r["model"] for r in run["records"]} == {"gru", "keras.GRU"}
+    assert all(r["repeats_done"] >= 1 and r["train_ms"] > 0 for r in run["records"])
+    assert "gru" in (tmp_path / "bench.md").read_text()

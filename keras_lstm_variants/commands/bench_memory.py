@@ -12,6 +12,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
+from .bench_anchors import exit_status
 from .bench_timing import LONG_SHAPE, Shape, build_model, progress, target, with_stock
 
 
@@ -80,7 +81,8 @@ def memory_in_subprocess(spec):
     if done.returncode != 0:
         return {
             **spec,
-            "error": done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"],
+            "error": done.stderr.strip().splitlines()[-1:]
+            or [f"the memory process {exit_status(done.returncode)}"],
         }
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -1,6 +1,7 @@
 """``compare``'s trials: the plan (one trial config per task, model, T and seed), the trial
 function that Ray (or this process) runs, and results.json rebuilt from the finished trials."""
 
+import os
 import sys
 
 from .report import summarize, write_results
@@ -23,7 +24,10 @@ def trial(config):
 
 def trial_configs(configs, out):
     """The plan: one trial config per (task, seed, length, model), in the order of the table.
-    A trial's settings leave out what does not change its result (the list of models)."""
+    A trial's settings leave out what does not change its result (the list of models); its
+    output directory is absolute (a worker may start elsewhere, and a resume from another
+    directory names the same trials)."""
+    out = os.path.abspath(out)
     plan = []
     for config in configs:
         settings_ = {k: v for k, v in config.items() if k not in ("variants", "preset")}
