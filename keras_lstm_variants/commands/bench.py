@@ -10,7 +10,7 @@ them all alike, and the minimum over the repeats is reported. The first call of 
 ``first call - steady step`` is the compile time. The JSON also holds the minimum CPU time of
 each call (summed over threads): CPU / wall tells how many cores a model kept busy.
 
-Variants are spec strings (:mod:`keras_lstm_variants.specs`): ``lstm``, ``greff:NIG``,
+Variants are spec strings (:mod:`keras_lstm_variants.commands.specs`): ``lstm``, ``greff:NIG``,
 ``lstm+layer_norm``, ``lstm+proj_units=64``; the stock layer of the family is the baseline.
 
 Throughput counts the GEMMs only, read off the built cell rather than assumed: one step costs

@@ -3,17 +3,21 @@
 The literature's claim (Bengio, Simard & Frasconi 1994; Hochreiter & Schmidhuber 1997) is about
 *learning* across a long gap: gradient descent through a plain RNN finds dependencies over a
 few steps and fails as the gap grows, while gated cells carry the error back. ``compare``
-measures that on the classic tasks of :data:`keras_lstm_variants.tasks.TASKS` (``--task``:
-``adding``, ``copy``, ``agreement``, or ``all`` one after the other): each model trains at ONE
-fixed length ``T`` per run (no shorter sequences mixed in), for each ``T`` of ``--lengths``,
-from ``--seeds`` seeds, on fresh batches that are the same for every model::
+measures that on the classic tasks of :data:`~keras_lstm_variants.commands.tasks.TASKS`
+(``--task``: ``adding``, ``copy``, ``agreement``, or ``all`` one after the other): each model
+trains at ONE fixed length ``T`` per run (no shorter sequences mixed in), for each ``T`` of
+``--lengths``, from ``--seeds`` seeds, on fresh batches that are the same for every model::
 
     Input(None, features) -> recurrent layer "rnn"(units) -> Dense head of the task
 
-Every ``--eval-every`` steps it scores the model on held-out sequences at ``T`` and stops the
-run once the task's "solved" test passes (or after ``--steps``). Under ``--out`` it writes,
+Each (task, model, ``T``, seed) run is one trial on Ray (:mod:`.trials`; every core here by
+default, a cluster with ``--address``). Every ``--eval-every`` steps a run scores the model on
+held-out sequences at ``T`` and stops once the task's "solved" test passes (or after
+``--steps``). Under ``--out`` it writes,
 after every run (so an interrupted run keeps what finished):
 
+* ``trials.jsonl``: one line per finished run, the moment it ends; a re-run into the same
+  ``--out`` skips those runs (``--no-resume`` starts afresh);
 * ``results.md`` / ``results.json``: per task, model and ``T``: the median final held-out
   loss and metric over seeds, in how many seeds the model solved the task, the median number
   of training steps it took, ms per training step; the JSON adds every run's learning curve;
