@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from keras_lstm_variants import VARIANTS
-from keras_lstm_variants.commands import cli, compare
+from keras_lstm_variants.commands import cli, compare, compare_runs
 from keras_lstm_variants.commands.tasks import TASKS
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
@@ -180,9 +180,12 @@ def test_compare_runs_on_jax_without_tensorflow(tmp_path):
 
 
 def test_export_without_tensorflow_exits_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_run", _must_not_train)
+    monkeypatch.setattr(compare_runs, "train_run", _must_not_train)
     monkeypatch.setattr(compare, "tensorflow_available", lambda: False)
-    assert cli.main(["compare", "--quick", "--export", "--out", str(tmp_path / "out")]) == 2
+    assert (
+        cli.main(["compare", "--in-process", "--quick", "--export", "--out", str(tmp_path / "out")])
+        == 2
+    )
     assert "--export: SavedModel export needs TensorFlow" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -230,7 +233,7 @@ def test_results_are_written_after_every_run(tmp_path, monkeypatch):
     """A crash (here Ctrl-C on the third run) keeps the two runs that finished."""
     calls = []
 
-    def fake_run(config, spec, length, seed, out, first_seed):
+    def fake_run(config, spec, length, seed, out, first_seed, **kwargs):
         calls.append((spec, length, seed, first_seed))
         if len(calls) == 3:
             raise KeyboardInterrupt
@@ -246,8 +249,9 @@ def test_results_are_written_after_every_run(tmp_path, monkeypatch):
             "history": [{"step": 10, "loss": 0.1, "metric": 0.1}],
         }
 
-    monkeypatch.setattr(compare, "train_run", fake_run)
+    monkeypatch.setattr(compare_runs, "train_run", fake_run)
     arguments = ["compare", "--quick", "--variants", "lstm,gru", "--seeds", "2", "--seed", "7"]
+    arguments.append("--in-process")  # the patched run is this process's
     code = cli.main([*arguments, "--out", str(tmp_path)])
     assert code == 130
     assert calls == [("lstm", 5, 7, True), ("gru", 5, 7, True), ("lstm", 10, 7, True)]
@@ -335,7 +339,7 @@ def test_variants_accept_specs_all_and_greff(monkeypatch):
 
 
 # --------------------------------------------------------------------------- bad input
-def _must_not_train(*args):
+def _must_not_train(*args, **kwargs):
     raise AssertionError("training started despite bad input")
 
 
@@ -365,8 +369,8 @@ def _must_not_train(*args):
     ],
 )
 def test_bad_arguments_exit_2_before_training(arguments, message, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_run", _must_not_train)
-    code = cli.main(["compare", "--out", str(tmp_path / "out"), *arguments])
+    monkeypatch.setattr(compare_runs, "train_run", _must_not_train)
+    code = cli.main(["compare", "--in-process", "--out", str(tmp_path / "out"), *arguments])
     error = capsys.readouterr().err
     assert code == 2
     assert message in error and "Traceback" not in error
@@ -374,10 +378,12 @@ def test_bad_arguments_exit_2_before_training(arguments, message, tmp_path, caps
     assert not (tmp_path / "out").exists()  # nothing written before the checks
 
 
-def test_seed_at_the_top_of_the_range_is_accepted(tmp_path, monkeypatch):
-    monkeypatch.setattr(compare, "train_run", _must_not_train)
-    with pytest.raises(AssertionError, match="training started"):
-        cli.main(["compare", "--seed", str(2**32 - 1), "--seeds", "1", "--out", str(tmp_path)])
+def test_seed_at_the_top_of_the_range_is_accepted(tmp_path, monkeypatch, capsys):
+    """The settings pass: training starts (and, stubbed here, fails: one line, exit 1)."""
+    monkeypatch.setattr(compare_runs, "train_run", _must_not_train)
+    argv = ["compare", "--in-process", "--seed", str(2**32 - 1), "--seeds", "1"]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 1
+    assert "FAILED: AssertionError: training started" in capsys.readouterr().out
 
 
 def test_unknown_task_exits_2_without_traceback_in_a_subprocess(tmp_path):
@@ -390,19 +396,19 @@ def test_unknown_task_exits_2_without_traceback_in_a_subprocess(tmp_path):
 
 
 def test_unwritable_out_exits_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_run", _must_not_train)
+    monkeypatch.setattr(compare_runs, "train_run", _must_not_train)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     for out in (blocker, blocker / "sub"):
-        assert cli.main(["compare", "--quick", "--out", str(out)]) == 2
+        assert cli.main(["compare", "--in-process", "--quick", "--out", str(out)]) == 2
         error = capsys.readouterr().err
         assert "--out: cannot write to" in error and str(out) in error
 
 
 def test_missing_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_run", _must_not_train)
+    monkeypatch.setattr(compare_runs, "train_run", _must_not_train)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
-    assert cli.main(["compare", "--quick", "--out", str(tmp_path / "out")]) == 2
+    assert cli.main(["compare", "--in-process", "--quick", "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "needs matplotlib" in error and "keras-lstm-variants[examples]" in error
 

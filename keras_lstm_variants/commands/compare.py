@@ -47,7 +47,10 @@ from .. import VARIANTS
 from .cli import UsageError
 from .compare_runs import build_report, save, trial, trial_configs, trial_id, trial_label
 from .plot import plot
-from .report import markdown
+from .report import (
+    markdown,
+    summarize,  # noqa: F401  (re-exported)
+)
 from .specs import check_specs, parse_spec
 from .tasks import TASKS
 from .training import (  # noqa: F401  (re-exported: the names a trial and the tests use)
@@ -436,7 +439,8 @@ def run(args):
             result = record["result"]
             solved = result["solved_at_step"]
             outcome = f"solved at step {solved}" if solved else "not solved"
-            print(f"{text}: {outcome}, {result['seconds']:.0f} s ({record['node']})", flush=True)
+            seconds = result.get("seconds", 0.0)
+            print(f"{text}: {outcome}, {seconds:.0f} s ({record['node']})", flush=True)
             for failed in result.get("failures", ()):
                 print(f"{text}: {failed['stage']} failed: {failed['error']}", flush=True)
         save(out, build_report(configs, plan, records))

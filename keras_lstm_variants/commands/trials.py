@@ -280,9 +280,11 @@ def run_trials(
         for i in todo:
             progress.show(1)
             try:
-                record_of(i, _run_one(trial_fn, by_id[i], threads))
+                outcome = _run_one(trial_fn, by_id[i], threads)
             except Exception as error:  # a failing trial is reported, the others go on
                 failed[i] = record_of(i, error=_one_line(error))
+                continue
+            record_of(i, outcome)  # outside the try: on_record's own errors are not the trial's
     elif todo:
         ray = start_ray(address, threads, cpus)
         try:
@@ -298,9 +300,11 @@ def run_trials(
                 for ref in ready:
                     i = pending.pop(ref)
                     try:
-                        record_of(i, ray.get(ref))
+                        outcome = ray.get(ref)
                     except Exception as error:
                         failed[i] = record_of(i, error=_one_line(error))
+                        continue
+                    record_of(i, outcome)
         except KeyboardInterrupt:
             for ref in list(locals().get("pending", {})):
                 ray.cancel(ref, force=True)
