@@ -10,11 +10,6 @@ with ``keras.layers.LSTM``'s signature, one pair per variant, declared once in :
 weights: :func:`weights_from_torch_lstm`. Which kernel runs a layer: :func:`explain_kernels`.
 """
 
-from . import cli as _cli
-
-if _cli.running_as_the_command():  # before Keras loads TensorFlow: quiet its C++ start-up logs
-    _cli.quiet_tensorflow()
-
 from . import registry
 from .cells import GREFF_VARIANTS, RecurrentCell
 from .export import export_onnx, export_saved_model, export_tflite

@@ -138,8 +138,7 @@ def main():
 
 
 def keras_main():
-    import keras_lstm_variants  # noqa: F401  (quiets TensorFlow, sets nothing else)
-    from keras_lstm_variants.commands import bench
+    from keras_lstm_variants.commands import bench_timing as bench
     from keras_lstm_variants.kernels import jax_scan
 
     unrolls = (1, 4, 8, 16)

@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
-from keras_lstm_variants import VARIANTS, cli, compare
-from keras_lstm_variants.tasks import TASKS
+from keras_lstm_variants import VARIANTS
+from keras_lstm_variants.commands import cli, compare, compare_runs
+from keras_lstm_variants.commands.tasks import TASKS
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 #: The models of the end-to-end run: a gated variant and the baseline.
@@ -38,7 +40,17 @@ def _tags(directory):
 def quick_run(tmp_path_factory):
     """One ``--quick --task all`` run of two models through the console script."""
     out = tmp_path_factory.mktemp("compare") / "out"
-    command = ["keras-lstm-variants", "compare", "--quick", "--task", "all", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_lstm_variants",
+        "compare",
+        "--quick",
+        "--task",
+        "all",
+        "--out",
+        str(out),
+    ]
     result = run_command([*command, "--variants", ",".join(MODELS)])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result.stdout
@@ -144,7 +156,7 @@ def test_quick_exports_the_longest_length_and_it_reproduces_the_score(quick_run)
 WITHOUT_TENSORFLOW = """
 import sys
 sys.modules["tensorflow"] = None  # `import tensorflow` fails, as where it is not installed
-from keras_lstm_variants.cli import main
+from keras_lstm_variants.commands.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -168,9 +180,12 @@ def test_compare_runs_on_jax_without_tensorflow(tmp_path):
 
 
 def test_export_without_tensorflow_exits_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_run", _must_not_train)
+    monkeypatch.setattr(compare_runs, "train_run", _must_not_train)
     monkeypatch.setattr(compare, "tensorflow_available", lambda: False)
-    assert cli.main(["compare", "--quick", "--export", "--out", str(tmp_path / "out")]) == 2
+    assert (
+        cli.main(["compare", "--in-process", "--quick", "--export", "--out", str(tmp_path / "out")])
+        == 2
+    )
     assert "--export: SavedModel export needs TensorFlow" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -218,7 +233,7 @@ def test_results_are_written_after_every_run(tmp_path, monkeypatch):
     """A crash (here Ctrl-C on the third run) keeps the two runs that finished."""
     calls = []
 
-    def fake_run(config, spec, length, seed, out, first_seed):
+    def fake_run(config, spec, length, seed, out, first_seed, **kwargs):
         calls.append((spec, length, seed, first_seed))
         if len(calls) == 3:
             raise KeyboardInterrupt
@@ -234,8 +249,9 @@ def test_results_are_written_after_every_run(tmp_path, monkeypatch):
             "history": [{"step": 10, "loss": 0.1, "metric": 0.1}],
         }
 
-    monkeypatch.setattr(compare, "train_run", fake_run)
+    monkeypatch.setattr(compare_runs, "train_run", fake_run)
     arguments = ["compare", "--quick", "--variants", "lstm,gru", "--seeds", "2", "--seed", "7"]
+    arguments.append("--in-process")  # the patched run is this process's
     code = cli.main([*arguments, "--out", str(tmp_path)])
     assert code == 130
     assert calls == [("lstm", 5, 7, True), ("gru", 5, 7, True), ("lstm", 10, 7, True)]
@@ -323,7 +339,7 @@ def test_variants_accept_specs_all_and_greff(monkeypatch):
 
 
 # --------------------------------------------------------------------------- bad input
-def _must_not_train(*args):
+def _must_not_train(*args, **kwargs):
     raise AssertionError("training started despite bad input")
 
 
@@ -353,8 +369,8 @@ def _must_not_train(*args):
     ],
 )
 def test_bad_arguments_exit_2_before_training(arguments, message, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_run", _must_not_train)
-    code = cli.main(["compare", "--out", str(tmp_path / "out"), *arguments])
+    monkeypatch.setattr(compare_runs, "train_run", _must_not_train)
+    code = cli.main(["compare", "--in-process", "--out", str(tmp_path / "out"), *arguments])
     error = capsys.readouterr().err
     assert code == 2
     assert message in error and "Traceback" not in error
@@ -362,10 +378,12 @@ def test_bad_arguments_exit_2_before_training(arguments, message, tmp_path, caps
     assert not (tmp_path / "out").exists()  # nothing written before the checks
 
 
-def test_seed_at_the_top_of_the_range_is_accepted(tmp_path, monkeypatch):
-    monkeypatch.setattr(compare, "train_run", _must_not_train)
-    with pytest.raises(AssertionError, match="training started"):
-        cli.main(["compare", "--seed", str(2**32 - 1), "--seeds", "1", "--out", str(tmp_path)])
+def test_seed_at_the_top_of_the_range_is_accepted(tmp_path, monkeypatch, capsys):
+    """The settings pass: training starts (and, stubbed here, fails: one line, exit 1)."""
+    monkeypatch.setattr(compare_runs, "train_run", _must_not_train)
+    argv = ["compare", "--in-process", "--seed", str(2**32 - 1), "--seeds", "1"]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 1
+    assert "FAILED: AssertionError: training started" in capsys.readouterr().out
 
 
 def test_unknown_task_exits_2_without_traceback_in_a_subprocess(tmp_path):
@@ -378,18 +396,87 @@ def test_unknown_task_exits_2_without_traceback_in_a_subprocess(tmp_path):
 
 
 def test_unwritable_out_exits_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_run", _must_not_train)
+    monkeypatch.setattr(compare_runs, "train_run", _must_not_train)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     for out in (blocker, blocker / "sub"):
-        assert cli.main(["compare", "--quick", "--out", str(out)]) == 2
+        assert cli.main(["compare", "--in-process", "--quick", "--out", str(out)]) == 2
         error = capsys.readouterr().err
         assert "--out: cannot write to" in error and str(out) in error
 
 
 def test_missing_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_run", _must_not_train)
+    monkeypatch.setattr(compare_runs, "train_run", _must_not_train)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
-    assert cli.main(["compare", "--quick", "--out", str(tmp_path / "out")]) == 2
+    assert cli.main(["compare", "--in-process", "--quick", "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "needs matplotlib" in error and "keras-lstm-variants[examples]" in error
+
+
+# ------------------------------------------------------------- specs at the run's units
+def _settings(*argv):
+    return compare.settings(cli.build_parser().parse_args(["compare", *argv]))
+
+
+def test_specs_are_validated_at_the_units_of_the_run():
+    """A spec whose option depends on the units (``num_heads`` must divide them) is checked
+    at the units the run uses, not at a stand-in size: 4 heads divide 8 units."""
+    (config,) = _settings("--variants", "slstm+num_heads=4,lstm", "--units", "8", "--quick")
+    assert config["variants"] == ["slstm+num_heads=4", "lstm"] and config["units"] == 8
+    # the preset's units count too (--quick: 8)
+    (config,) = _settings("--variants", "mlstm+num_heads=4", "--quick")
+    assert config["units"] == 8
+
+
+def test_a_spec_that_does_not_fit_the_units_fails_before_training_naming_it():
+    with pytest.raises(cli.UsageError, match=r"'slstm\+num_heads=3' at 8 units.*num_heads"):
+        _settings("--variants", "lstm,slstm+num_heads=3", "--units", "8", "--quick")
+
+
+# ----------------------------------------------------------- nothing lost after training
+TINY_RUN = ["--quick", "--task", "adding", "--steps", "10", "--eval-every", "10"]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="export needs TensorFlow")
+def test_export_over_a_half_written_saved_model_fails_before_training(tmp_path):
+    """What an interrupted export leaves (``variables/`` without ``saved_model.pb``) is found
+    before any training: one line naming the directory, exit code 2, nothing trained."""
+    out = tmp_path / "out"
+    partial = out / "saved_models" / "adding-T5" / "lstm"
+    (partial / "variables").mkdir(parents=True)
+    (partial / "variables" / "variables.index").write_bytes(b"\0")
+    command = [sys.executable, "-m", "keras_lstm_variants", "compare", *TINY_RUN]
+    command += ["--lengths", "5", "--variants", "lstm", "--export", "--out", str(out)]
+    result = run_command(command, timeout=600)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    (line,) = [line for line in result.stderr.splitlines() if "compare: error" in line]
+    assert str(partial) in line and "saved_model.pb" in line
+    assert "Traceback" not in result.stderr and "[1/1]" not in result.stdout
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="export needs TensorFlow")
+def test_a_failure_after_training_is_recorded_and_the_runs_go_on(tmp_path, monkeypatch, capsys):
+    """An export that fails after training (here: a full disk) costs neither that run nor the
+    next: each run reaches results.json with the failure, one line each, exit code 1."""
+    import keras_lstm_variants.export as export
+
+    def full_disk(model, path, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "export_saved_model", full_disk)
+    out = tmp_path / "out"
+    argv = ["compare", *TINY_RUN, "--lengths", "5", "--variants", "lstm,gru", "--export"]
+    argv += ["--no-tensorboard", "--in-process", "--out", str(out)]
+    assert cli.main(argv) == 1
+    stdout = capsys.readouterr().out
+    runs = json.loads((out / "results.json").read_text())["tasks"]["adding"]["runs"]
+    assert [run["model"] for run in runs] == ["lstm", "gru"]
+    for run in runs:
+        assert run["failures"] == [
+            {"stage": "export", "error": "OSError: [Errno 28] No space left on device"}
+        ]
+        assert np.isfinite(run["loss"])
+    failed = [line for line in stdout.splitlines() if "export failed" in line]
+    assert len(failed) == 2 and all("No space left on device" in line for line in failed)
+    assert not list((out / "saved_models").rglob("*.partial-*"))
