@@ -1,0 +1,1 @@
+"""The command-line tools (cli, compare, study, bench, tasks), apart from the library."""
