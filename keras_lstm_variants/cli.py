@@ -17,6 +17,10 @@ import tempfile
 COMMANDS = {
     "compare": ("keras_lstm_variants.compare", "train every variant on the long-range task"),
     "bench": ("keras_lstm_variants.bench", "time every variant against the stock Keras layers"),
+    "study": (
+        "keras_lstm_variants.commands.study",
+        "Greff et al.'s random-search study of the variants, with its statistics",
+    ),
 }
 
 
