@@ -280,3 +280,162 @@ def test_write_analysis(tmp_path):
     for key in ("boxes", "importance", "learning_rate"):
         with open(paths[key], "rb") as file:
             assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------- the command
+from keras_lstm_variants import cli  # noqa: E402
+from keras_lstm_variants.commands import study  # noqa: E402
+from keras_lstm_variants.tasks import TASKS  # noqa: E402
+
+#: Tiny trials: T = 5, 10 steps, 3-5 units.
+TINY = ["--lengths", "5", "--steps", "10", "--eval-every", "5", "--units-range", "3,5"]
+TINY += ["--batch-sizes", "4,8"]
+
+
+def tiny_config(variant="greff:V", trial=0, **draw_changes):
+    config = {
+        "task": "adding",
+        "lengths": [5],
+        "variants": [variant],
+        "trials": trial + 1,
+        "steps": 10,
+        "eval_every": 5,
+        "seed": 0,
+        "space": {**vars(Space(units=(3, 5), batch_sizes=(4, 8))), "batch_sizes": [4, 8]},
+    }
+    config["space"] = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in config["space"].items()
+    }
+    trial_config = study.trial_configs(config)[trial]
+    trial_config["draw"].update(draw_changes)
+    return trial_config
+
+
+def test_a_trial_is_deterministic_and_keeps_its_best_validation():
+    config = tiny_config(learning_rate=0.05)
+    first, second = study.run_trial(config), study.run_trial(config)
+    for key in ("metric", "loss", "validation", "best_step", "history", "params", "parameters"):
+        assert first[key] == second[key], key
+    history = first["history"]
+    assert [point["step"] for point in history] == [5, 10]
+    best = min(history, key=lambda point: point["metric"])
+    assert first["validation"] == best["metric"] and first["best_step"] == best["step"]
+    assert first["final_validation"] == history[-1]["metric"]
+    assert first["status"] == "ok" and math.isfinite(first["metric"])
+    # the test set is another sample than the validation set: not the same score
+    assert first["metric"] != first["validation"]
+
+
+def test_sgd_trial_and_a_diverging_trial():
+    sgd = study.run_trial(tiny_config(optimizer="sgd", momentum=0.9, learning_rate=1e-3))
+    assert sgd["status"] == "ok" and sgd["params"]["momentum"] == 0.9
+    diverged = study.run_trial(tiny_config(learning_rate=1e12))
+    assert diverged["status"] == "ok" and diverged["metric"] > 1e6  # cleaned by the analysis
+
+
+def test_best_validation_stops_at_a_non_finite_score_and_keeps_no_weights():
+    import keras
+
+    task = TASKS["adding"]
+    model = keras.Sequential([keras.Input((None, 2)), keras.layers.GRU(2), keras.layers.Dense(1)])
+    callback = study.BestValidation(task, task.data(5, 8, seed=0), eval_every=5)
+    callback.set_model(model)
+    callback.on_epoch_end(0)
+    assert callback.best_step == 5 and callback.best_weights is not None
+    model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
+    callback.on_epoch_end(1)
+    assert model.stop_training and callback.best_step == 5  # the NaN step is not the best
+    assert math.isnan(callback.history[-1]["metric"])
+
+
+def test_noisy_batches_add_noise_of_the_drawn_scale_to_training_batches_only():
+    task = TASKS["adding"]
+    clean = study.NoisyBatches(task, 20, 64, 5, seed=3, scale=[0.0, 0.0])
+    noisy = study.NoisyBatches(task, 20, 64, 5, seed=3, scale=[0.5, 0.0])
+    x0, y0 = clean[2]
+    x1, y1 = noisy[2]
+    assert np.array_equal(y0, y1) and np.array_equal(x0[..., 1], x1[..., 1])
+    difference = x1[..., 0] - x0[..., 0]
+    assert difference.std() == pytest.approx(0.5, rel=0.05) and abs(difference.mean()) < 0.02
+    assert np.array_equal(noisy[2][0], x1)  # the same step gives the same noise
+
+
+def test_run_sequential_records_failures_and_resumes(tmp_path):
+    calls = []
+
+    def trial(config):
+        calls.append(config["id"])
+        if config["id"] == "b":
+            raise RuntimeError("disk full")
+        return {"id": config["id"], "status": "ok", "value": len(calls)}
+
+    configs = [{"id": "a"}, {"id": "b"}, {"id": "c"}]
+    results = study.run_sequential(trial, configs, str(tmp_path))
+    assert [r["status"] for r in results] == ["ok", "failed", "ok"]
+    assert "disk full" in results[1]["error"]
+    again = study.run_sequential(trial, configs, str(tmp_path))
+    assert again == results and calls == ["a", "b", "c"]  # nothing ran again
+    study.run_sequential(trial, configs, str(tmp_path), resume=False)
+    assert calls == ["a", "b", "c"] * 2
+
+
+def test_the_command_end_to_end_resumes_and_extends(tmp_path, capsys):
+    out = tmp_path / "out"
+    command = ["study", "--variants", "greff:V,greff:NFG", "--trials", "2", *TINY]
+    assert cli.main([*command, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "[4/4] adding-T5/greff-NFG/trial-0001" in printed
+    files = sorted((out / "trials" / "adding-T5").rglob("*.json"))
+    assert len(files) == 4
+    records = [json.loads(f.read_text()) for f in files]
+    by_trial = {}
+    for record in records:  # every variant trained on the same draws
+        by_trial.setdefault(record["trial"], []).append((record["params"], record["seed"]))
+    assert all(len(v) == 2 and v[0] == v[1] for v in by_trial.values())
+    analysis = json.loads((out / "adding-T5" / "study.json").read_text())
+    assert analysis["trials"] == 4 and analysis["baseline"] == "greff:V"
+    assert (out / "adding-T5" / "study_boxes.png").exists()
+    assert "# Study: Adding problem" in printed
+    # more trials: the two finished draws are kept, the third runs for both variants
+    before = {f: f.stat().st_mtime_ns for f in files}
+    assert (
+        cli.main(
+            ["study", "--variants", "greff:V,greff:NFG", "--trials", "3", *TINY, "--out", str(out)]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "4 of 6 trials already finished" in printed
+    assert "[6/6] adding-T5/greff-NFG/trial-0002" in printed and "[4/6]" not in printed
+    assert {f: f.stat().st_mtime_ns for f in files} == before
+    assert json.loads((out / "adding-T5" / "study.json").read_text())["trials"] == 6
+    # other settings into the same --out: refused, naming what differs
+    assert (
+        cli.main([*command[:-2], "--trials", "2", *TINY, "--steps", "20", "--out", str(out)]) == 2
+    )
+    assert "steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments, option",
+    [
+        (["--task", "nope"], "--task"),
+        (["--trials", "0"], "--trials"),
+        (["--steps", "12"], "--steps"),
+        (["--variants", "greff:V"], "--variants"),
+        (["--variants", "greff:V,simplernn"], "--variants"),
+        (["--variants", "greff:XYZ,greff:V"], "--variants"),
+        (["--lengths", "1"], "--lengths"),
+        (["--learning-rate-range", "0.1"], "--learning-rate-range"),
+        (["--units-range", "10,5"], "units"),
+        (["--batch-sizes", "a,b"], "--batch-sizes"),
+        (["--alpha", "2"], "--alpha"),
+        (["--seed", "-1"], "--seed"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_option(arguments, option, capsys, tmp_path):
+    command = ["study", "--variants", "greff:V,greff:NP", *TINY, "--out", str(tmp_path)]
+    assert cli.main([*command, *arguments]) == 2
+    error = capsys.readouterr().err.strip()
+    assert option in error and "\n" not in error
+    assert not (tmp_path / "trials").exists()

@@ -407,7 +407,14 @@ def run(args):
         f"({config['space']['optimizer']}); writing to {out}",
         flush=True,
     )
-    begin, done = time.perf_counter(), [0]
+    finished = sum(os.path.exists(_result_path(out, c["id"])) for c in configs)
+    if finished and not args.fresh:
+        print(
+            f"study: {finished} of {len(configs)} trials already finished in {out}; "
+            "running the rest",
+            flush=True,
+        )
+    begin, done = time.perf_counter(), [0 if args.fresh else finished]
 
     def report(config_, result):
         done[0] += 1
