@@ -1,6 +1,6 @@
 """Watch the gates learn to remember: subject-verb agreement, logged with GateStatistics.
 
-Task: the synthetic agreement language of :mod:`keras_lstm_variants.tasks` (after Linzen,
+Task: the synthetic agreement language of :mod:`keras_lstm_variants.commands.tasks` (after Linzen,
 Dupoux & Goldberg 2016). "The cat(s), which chased the toys ..., was / were": the network reads
 the subject, ``--distance`` distractor tokens (the last noun always has the other number) and
 a comma, then predicts the verb's number. Chance is 50 %; only a unit that holds the subject's
@@ -28,7 +28,7 @@ import _common
 import keras
 
 import keras_lstm_variants as klv
-from keras_lstm_variants.tasks import agreement_data
+from keras_lstm_variants.commands.tasks import agreement_data
 
 #: The gate whose right saturation means "keep the memory": the GRU's update gate, else the
 #: forget gate where the cell has one, else its first gate.

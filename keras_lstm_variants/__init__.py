@@ -11,11 +11,6 @@ with ``keras.layers.LSTM``'s signature, one pair per variant (:data:`VARIANTS`):
 :func:`export_tflite`. Porting PyTorch weights: :func:`weights_from_torch_lstm`.
 """
 
-from . import cli as _cli
-
-if _cli.running_as_the_command():  # before Keras loads TensorFlow: quiet its C++ start-up logs
-    _cli.quiet_tensorflow()
-
 from . import registry
 from .cells import (
     GREFF_VARIANTS,

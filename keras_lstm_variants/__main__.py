@@ -1,3 +1,3 @@
-from .cli import main
+from keras_lstm_variants_launcher import main
 
 raise SystemExit(main())

@@ -138,8 +138,8 @@ def main():
 
 
 def keras_main():
-    import keras_lstm_variants  # noqa: F401  (quiets TensorFlow, sets nothing else)
-    from keras_lstm_variants import bench, fast
+    from keras_lstm_variants import fast
+    from keras_lstm_variants.commands import bench
 
     unrolls = (1, 4, 8, 16)
     for steps in (100, 1000):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import keras_lstm_variants as klv
-from keras_lstm_variants import bench, cli
+from keras_lstm_variants.commands import bench, cli
 
 TINY = ["--batch", "3", "--time", "5", "--features", "4", "--units", "6"]
 

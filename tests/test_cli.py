@@ -1,12 +1,15 @@
-"""The command's shell: TensorFlow's C++ start-up logging is quiet unless the user asks."""
+"""The command's shell: TensorFlow's C++ start-up logging is quiet unless the user asks, and
+importing the package leaves the process alone (no command module, no stderr redirection)."""
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from keras_lstm_variants import cli
+import keras_lstm_variants_launcher as launcher
+from keras_lstm_variants.commands import cli
 
 #: What TensorFlow 2.21 writes to stderr while it loads and looks for devices on a CPU machine.
 STARTUP_LOG = (
@@ -34,22 +37,18 @@ STARTUP_LOG = (
     ],
 )
 def test_filter_log_keeps_records_at_the_level_and_everything_else(level, kept):
-    lines = cli.filter_log(STARTUP_LOG, level).splitlines()
+    lines = launcher.filter_log(STARTUP_LOG, level).splitlines()
     if kept is None:
         assert lines == STARTUP_LOG.splitlines()
     else:
         assert [line[: len(prefix)] for line, prefix in zip(lines, kept, strict=True)] == kept
 
 
-def test_running_as_the_command(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["/venv/bin/keras-lstm-variants", "bench"])
-    assert cli.running_as_the_command()
-    monkeypatch.setattr(sys, "argv", ["-m"])
-    monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "keras_lstm_variants", "bench"])
-    assert cli.running_as_the_command()
-    monkeypatch.setattr(sys, "argv", ["/venv/bin/pytest"])
-    monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "pytest", "tests"])
-    assert not cli.running_as_the_command()
+#: Runs the console entry point as pip's generated ``keras-lstm-variants`` script does.
+CONSOLE_SCRIPT = (
+    "import sys; sys.argv[0] = 'keras-lstm-variants'; "
+    "from keras_lstm_variants_launcher import main; sys.exit(main())"
+)
 
 
 def test_the_command_starts_without_tensorflow_logging(tmp_path):
@@ -57,7 +56,7 @@ def test_the_command_starts_without_tensorflow_logging(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["KERAS_BACKEND"] = "tensorflow"
     result = subprocess.run(
-        ["keras-lstm-variants", "bench", "--help"],
+        [sys.executable, "-c", CONSOLE_SCRIPT, "bench", "--help"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -67,6 +66,52 @@ def test_the_command_starts_without_tensorflow_logging(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "usage: keras-lstm-variants bench" in result.stdout
     assert result.stderr == ""
+
+
+#: Imports the package and reports what changed: command modules loaded, fd 2 replaced, the
+#: logging set-up. (TensorFlow itself sets TF_CPP_MIN_LOG_LEVEL while it loads.)
+IMPORT_PROBE = """
+import json, logging, os, sys
+before = os.fstat(2)
+handlers, level = list(logging.getLogger().handlers), logging.getLogger().level
+sys.argv[0] = "keras-lstm-variants"  # even where the process looks like the command
+import keras_lstm_variants
+after = os.fstat(2)
+print(json.dumps({
+    "commands": sorted(
+        m for m in sys.modules
+        if m.split(".")[:2][-1] in ("commands", "cli", "compare", "bench", "tasks", "specs")
+        and m.startswith("keras_lstm_variants.")
+    ),
+    "launcher": "keras_lstm_variants_launcher" in sys.modules,
+    "fd2": [before.st_dev, before.st_ino] == [after.st_dev, after.st_ino],
+    "logging": [list(logging.getLogger().handlers), logging.getLogger().level]
+    == [handlers, level],
+}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_importing_the_package_changes_nothing_in_the_process(tmp_path, backend):
+    """``import keras_lstm_variants`` loads no command module and leaves fd 2 (stderr), the
+    logging set-up as they were, also when argv[0] names the
+    command; stderr goes to a file here, so a redirection would show as another inode."""
+    pytest.importorskip(backend)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["KERAS_BACKEND"] = backend
+    with open(tmp_path / "stderr", "w") as stderr:
+        result = subprocess.run(
+            [sys.executable, "-c", IMPORT_PROBE],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            timeout=300,
+        )
+    assert result.returncode == 0, (tmp_path / "stderr").read_text()[-2000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found == {"commands": [], "launcher": False, "fd2": True, "logging": True}
 
 
 class Raising:

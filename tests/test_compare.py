@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from keras_lstm_variants import VARIANTS, cli, compare
-from keras_lstm_variants.tasks import TASKS
+from keras_lstm_variants import VARIANTS
+from keras_lstm_variants.commands import cli, compare
+from keras_lstm_variants.commands.tasks import TASKS
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 #: The models of the end-to-end run: a gated variant and the baseline.
@@ -38,7 +39,17 @@ def _tags(directory):
 def quick_run(tmp_path_factory):
     """One ``--quick --task all`` run of two models through the console script."""
     out = tmp_path_factory.mktemp("compare") / "out"
-    command = ["keras-lstm-variants", "compare", "--quick", "--task", "all", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_lstm_variants",
+        "compare",
+        "--quick",
+        "--task",
+        "all",
+        "--out",
+        str(out),
+    ]
     result = run_command([*command, "--variants", ",".join(MODELS)])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result.stdout
@@ -144,7 +155,7 @@ def test_quick_exports_the_longest_length_and_it_reproduces_the_score(quick_run)
 WITHOUT_TENSORFLOW = """
 import sys
 sys.modules["tensorflow"] = None  # `import tensorflow` fails, as where it is not installed
-from keras_lstm_variants.cli import main
+from keras_lstm_variants.commands.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

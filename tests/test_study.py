@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from keras_lstm_variants.commands import cli, study
 from keras_lstm_variants.commands import study_analysis as sa
 from keras_lstm_variants.commands.study_space import (
     DEFAULT_SPACE,
@@ -15,6 +16,7 @@ from keras_lstm_variants.commands.study_space import (
     draws,
     noise_scale,
 )
+from keras_lstm_variants.commands.tasks import TASKS
 
 scipy_stats = pytest.importorskip("scipy.stats")
 pytest.importorskip("optuna")  # the examples extra: optuna (fANOVA) and scikit-learn
@@ -283,10 +285,6 @@ def test_write_analysis(tmp_path):
 
 
 # ------------------------------------------------------------------------- the command
-from keras_lstm_variants import cli  # noqa: E402
-from keras_lstm_variants.commands import study  # noqa: E402
-from keras_lstm_variants.tasks import TASKS  # noqa: E402
-
 #: Tiny trials: T = 5, 10 steps, 3-5 units.
 TINY = ["--lengths", "5", "--steps", "10", "--eval-every", "5", "--units-range", "3,5"]
 TINY += ["--batch-sizes", "4,8"]

@@ -5,7 +5,7 @@ trivial predictor's measured loss equals the baseline computed analytically."""
 import numpy as np
 import pytest
 
-from keras_lstm_variants.tasks import (
+from keras_lstm_variants.commands.tasks import (
     COPY_BLANK,
     COPY_DELIMITER,
     OBJECTS,

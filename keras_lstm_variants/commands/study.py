@@ -37,10 +37,10 @@ import time
 import keras
 import numpy as np
 
-from .. import compare
-from ..cli import UsageError
-from ..tasks import TASKS
+from . import compare, training
+from .cli import UsageError
 from .study_space import DEFAULT_SPACE, GREFF_SGD, OPTIMIZERS, Space, draws, noise_scale
+from .tasks import TASKS
 
 #: Validation sequences scored every ``--eval-every`` steps (they pick the best weights).
 VALIDATION_SIZE = 256
@@ -182,7 +182,7 @@ def trial_configs(config):
             for variant in config["variants"]:
                 configs.append(
                     {
-                        "id": f"{config['task']}-T{length}/{compare.directory_name(variant)}"
+                        "id": f"{config['task']}-T{length}/{training.directory_name(variant)}"
                         f"/trial-{draw['trial']:04d}",
                         "task": config["task"],
                         "length": length,
@@ -205,7 +205,7 @@ def predict(model, x, size=VALIDATION_SIZE):
     )
 
 
-class NoisyBatches(compare.Batches):
+class NoisyBatches(training.Batches):
     """compare's training batches plus Gaussian noise of per-channel std ``scale``."""
 
     def __init__(self, task, length, batch_size, steps, seed, scale):
@@ -255,10 +255,10 @@ def run_trial(config):
     task, draw, length = TASKS[config["task"]], config["draw"], config["length"]
     study_seed = config["study_seed"]
     keras.utils.set_random_seed(draw["seed"])
-    model = compare.build_model(task, config["variant"], draw["units"], draw["learning_rate"])
+    model = training.build_model(task, config["variant"], draw["units"], draw["learning_rate"])
     if draw["optimizer"] == "sgd":
         optimizer = keras.optimizers.SGD(draw["learning_rate"], draw["momentum"], nesterov=True)
-        model.compile(optimizer, task.loss, jit_compile=compare.JIT_COMPILE)
+        model.compile(optimizer, task.loss, jit_compile=training.JIT_COMPILE)
     probe = task.data(length, NOISE_PROBE, seed=[study_seed, length, 5, 0])[0]
     scale = draw["input_noise"] * noise_scale(probe)
     data = NoisyBatches(task, length, draw["batch_size"], config["eval_every"], draw["seed"], scale)

@@ -8,7 +8,7 @@
 Each :class:`Task` generates its data at one length ``T`` from a seed and defines the model's
 head, its loss, the metric its "solved" test reads, and the trivial predictor's baseline.
 
->>> from keras_lstm_variants.tasks import TASKS
+>>> from keras_lstm_variants.commands.tasks import TASKS
 >>> x, y = TASKS["adding"].data(50, size=4, seed=0)
 >>> x.shape, y.shape                      # values and markers; the sum of the marked values
 ((4, 50, 2), (4, 1))
@@ -31,7 +31,7 @@ nouns" predicts the label. Only a network that stores the number of the *first* 
 keeps it, unchanged by the nouns that follow, across all ``d`` tokens gets it right; chance is
 50%.
 
->>> from keras_lstm_variants.tasks import agreement_data, decode
+>>> from keras_lstm_variants.commands.tasks import agreement_data, decode
 >>> x, y = agreement_data(distance=5, size=2, seed=0)
 >>> x.shape, y.shape                      # (sentences, distance + 2 tokens, vocabulary), labels
 ((2, 7, 19), (2,))

@@ -8,7 +8,7 @@ A spec is ``name[:variant][+option[=value]]...``:
 * ``lstm+proj_units=64+cell_clip=10``: options with values (int, float, ``true``/``false``,
   or ``a/b`` for a tuple, e.g. ``zoneout=0.1/0.05``).
 
->>> from keras_lstm_variants.specs import parse_spec
+>>> from keras_lstm_variants.commands.specs import parse_spec
 >>> parse_spec("greff:NIG+layer_norm")
 ('greff', {'variant': 'NIG', 'layer_norm': True})
 >>> parse_spec("lstm+proj_units=64+zoneout=0.1/0.05")
@@ -32,7 +32,7 @@ def _value(text):
 
 def parse_spec(spec):
     """``(variant name, layer keyword arguments)`` of ``spec``; raise ValueError naming it."""
-    from . import VARIANTS
+    from .. import VARIANTS
 
     text = spec.strip() if isinstance(spec, str) else ""
     head, *options = text.split("+")
@@ -54,7 +54,7 @@ def parse_spec(spec):
 
 def build_layer(spec, units, **layer_kwargs):
     """The sequence layer that ``spec`` names, with ``units`` and extra ``layer_kwargs``."""
-    from . import VARIANTS
+    from .. import VARIANTS
 
     name, kwargs = parse_spec(spec)
     return VARIANTS[name][1](units, **kwargs, **layer_kwargs)

@@ -32,37 +32,34 @@ a ``keras.utils.PyDataset``, so ``KERAS_BACKEND=jax compare --no-export`` runs w
 """
 
 import argparse
-import json
 import math
 import os
-import re
 import sys
 import time
 
 import keras
-import numpy as np
 
-from . import VARIANTS
+from .. import VARIANTS
 from .cli import UsageError
+from .plot import plot
+from .report import markdown, summarize, write_results
 from .specs import parse_spec
 from .tasks import TASKS
+from .training import (  # noqa: F401  (re-exported: the names a trial and the tests use)
+    BASELINE,
+    LAYER_NAME,
+    Batches,
+    build_model,
+    held_out,
+    train_run,
+)
 
-#: Name of the keras.layers.SimpleRNN baseline on the command line.
-BASELINE = "simplernn"
-#: Every model's recurrent layer has this name, so TensorBoard overlays the variants' gates.
-LAYER_NAME = "rnn"
 #: The variants of the default run.
 DEFAULT_VARIANTS = ("lstm", "peephole", "cifg", "gru", BASELINE)
 DEFAULT_TASK = "adding"
-#: Held-out sequences scored at every evaluation.
-TEST_SIZE = 256
-#: Sequences of the GateStatistics probe batch.
-PROBE_SIZE = 8
 #: Longest length accepted (a run at T holds batches of about T steps).
 MAX_LENGTH = 10_000
 MAX_SEED = 2**32 - 1
-#: XLA compiles one program per length: minutes under load, for little gain here.
-JIT_COMPILE = False
 
 #: Settings of each task's presets, chosen by measurement (docs/main-job.md); command-line
 #: options override them. ``steps``: the most training steps of a run; a run stops earlier
@@ -326,337 +323,6 @@ def settings(args):
 
 
 # ------------------------------------------------------------------------------- training
-def build_model(task, spec, units, learning_rate=COMMON["learning_rate"]):
-    """``Input -> spec's recurrent layer "rnn"(units) -> task's Dense head``, compiled."""
-    sequences = {"return_sequences": True} if task.per_step else {}
-    if spec == BASELINE:
-        recurrent = keras.layers.SimpleRNN(units, name=LAYER_NAME, **sequences)
-    else:
-        name, kwargs = parse_spec(spec)
-        recurrent = VARIANTS[name][1](units, name=LAYER_NAME, **kwargs, **sequences)
-    model = keras.Sequential(
-        [
-            keras.Input((None, task.features), name="sequence"),
-            recurrent,
-            keras.layers.Dense(task.outputs, activation=task.activation, name="head"),
-        ],
-        name=re.sub(r"[^A-Za-z0-9_]", "_", spec),
-    )
-    model.compile(keras.optimizers.Adam(learning_rate), task.loss, jit_compile=JIT_COMPILE)
-    return model
-
-
-class Batches(keras.utils.PyDataset):
-    """Fresh training batches of ``task``: ``steps`` per epoch, drawn from ``seed`` and the
-    global step number, so every model of a seed sees the same batches in the same order.
-    With several ``lengths`` (the agreement curriculum), step ``k`` has length
-    ``lengths[k % len(lengths)]``."""
-
-    def __init__(self, task, lengths, batch_size, steps, seed):
-        super().__init__()
-        self.task, self.lengths, self.batch_size = task, list(lengths), batch_size
-        self.steps, self.seed, self.epoch = steps, seed, 0
-
-    def __len__(self):
-        return self.steps
-
-    def __getitem__(self, index):
-        step = self.epoch * self.steps + index
-        length = self.lengths[step % len(self.lengths)]
-        return self.task.data(length, self.batch_size, seed=[self.seed, length, 0, step])
-
-    def on_epoch_end(self):
-        self.epoch += 1
-
-
-def held_out(task, length, seed, size=TEST_SIZE):
-    """The held-out sequences of ``task`` at ``length`` (another stream than training's)."""
-    return task.data(length, size, seed=[seed, length, 1, 0])
-
-
-def probe_batch(task, length, seed):
-    """The GateStatistics probe: :data:`PROBE_SIZE` other sequences at ``length``."""
-    return task.data(length, PROBE_SIZE, seed=[seed, length, 2, 0])[0]
-
-
-class Evaluator(keras.callbacks.Callback):
-    """After each epoch of ``eval_every`` steps: the held-out loss and metric at ``length``,
-    printed, kept in ``history`` and (with ``log_dir``) written to TensorBoard as
-    ``held_out/loss`` and ``held_out/<metric>`` at step = training steps; stops training once
-    the task is solved."""
-
-    def __init__(self, task, length, seed, eval_every, log_dir=None):
-        super().__init__()
-        self.task, self.eval_every = task, eval_every
-        self.x, self.y = held_out(task, length, seed)
-        self.log_dir, self.history, self.solved_at = log_dir, [], None
-
-    def on_epoch_end(self, epoch, logs=None):
-        step = (epoch + 1) * self.eval_every
-        loss, metric = self.task.score(self.model.predict_on_batch(self.x), self.y)
-        self.history.append({"step": step, "loss": loss, "metric": metric})
-        solved = self.task.solved(metric)
-        if solved and self.solved_at is None:
-            self.solved_at = step
-            self.model.stop_training = True
-        print(
-            f"  step {step}: held-out loss {loss:.4g}, {self.task.metric} {metric:.4g}"
-            + (" (solved)" if solved else ""),
-            flush=True,
-        )
-        if self.log_dir:
-            write_scalars(
-                os.path.join(self.log_dir, "held_out"),
-                step,
-                {"held_out/loss": loss, f"held_out/{self.task.metric.replace(' ', '_')}": metric},
-            )
-
-
-def write_scalars(log_dir, step, values):
-    import tensorflow as tf
-
-    with tf.summary.create_file_writer(log_dir).as_default(step=step):
-        for tag, value in values.items():
-            tf.summary.scalar(tag, value)
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Records the wall-clock and the process's CPU seconds of each training epoch (before
-    other callbacks' work). On a loaded machine the CPU time is the steadier figure."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds, self.cpu_seconds = [], []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._cpu_start = time.perf_counter(), time.process_time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
-        self.cpu_seconds.append(time.process_time() - self._cpu_start)
-
-
-def ms_per_step(seconds, steps):
-    """The median epoch time per step, leaving out the first epoch (tracing) when there are
-    more."""
-    return 1000 * float(np.median(seconds[1:] if len(seconds) > 1 else seconds)) / steps
-
-
-def directory_name(spec):
-    return re.sub(r"[^A-Za-z0-9_.+=-]", "-", spec)
-
-
-def train_run(config, spec, length, seed, out, first_seed):
-    """Train and score one model at one length from one seed; the first seed also writes
-    TensorBoard logs and GateStatistics, and at the longest length exports the model. Returns
-    the run's record."""
-    task = TASKS[config["task"]]
-    cpu_start, wall_start = time.process_time(), time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    model = build_model(task, spec, config["units"], config["learning_rate"])
-    lengths = [t for t in config["lengths"] if t <= length] if config["curriculum"] else [length]
-    data = Batches(task, lengths, config["batch_size"], config["eval_every"], seed)
-    run_name = os.path.join(f"{task.name}-T{length}", directory_name(spec))
-    log_dir = os.path.join(out, "tensorboard", run_name) if first_seed and config["logs"] else None
-    timer = EpochTimer()
-    evaluator = Evaluator(task, length, seed, config["eval_every"], log_dir)
-    callbacks = [timer, evaluator]  # the timer first: its epoch ends before the others' work
-    if log_dir:
-        from .gates import GateStatistics
-
-        callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
-        if spec != BASELINE:  # SimpleRNN has no gates to trace
-            callbacks.append(GateStatistics(log_dir, probe_batch(task, length, seed)))
-    model.fit(data, epochs=config["steps"] // config["eval_every"], callbacks=callbacks, verbose=0)
-    if first_seed and config["export"] and length == max(config["lengths"]):
-        from .export import export_saved_model
-
-        path = os.path.join(out, "saved_models", run_name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        export_saved_model(model, path)
-    last = evaluator.history[-1]
-    return {
-        "model": spec,
-        "length": length,
-        "seed": seed,
-        "parameters": int(model.count_params()),
-        "ms_per_step": ms_per_step(timer.seconds, config["eval_every"]),
-        "cpu_ms_per_step": ms_per_step(timer.cpu_seconds, config["eval_every"]),
-        "steps": last["step"],
-        "seconds": time.perf_counter() - wall_start,
-        "cpu_seconds": time.process_time() - cpu_start,
-        "loss": last["loss"],
-        "metric": last["metric"],
-        "solved_at_step": evaluator.solved_at,
-        "history": evaluator.history,
-    }
-
-
-def summarize(runs):
-    """One row per model and length from its runs (one per seed): the median, lowest and
-    highest final loss and metric, the seeds that solved the task and the median steps they
-    took, and the median ms per training step."""
-    groups = {}
-    for run in runs:
-        groups.setdefault((run["model"], run["length"]), []).append(run)
-    rows = []
-    for (model, length), group in groups.items():
-        losses = [run["loss"] for run in group]
-        metrics = [run["metric"] for run in group]
-        solved = [run["solved_at_step"] for run in group if run["solved_at_step"] is not None]
-        rows.append(
-            {
-                "model": model,
-                "length": length,
-                "parameters": group[0]["parameters"],
-                "seeds": len(group),
-                "solved": len(solved),
-                "steps_to_solve": float(np.median(solved)) if solved else None,
-                "loss": float(np.median(losses)),
-                "min_loss": float(min(losses)),
-                "max_loss": float(max(losses)),
-                "metric": float(np.median(metrics)),
-                "ms_per_step": float(np.median([run["ms_per_step"] for run in group])),
-                "cpu_ms_per_step": median_or_none([run.get("cpu_ms_per_step") for run in group]),
-            }
-        )
-    return rows
-
-
-def median_or_none(values):
-    values = [value for value in values if value is not None]
-    return float(np.median(values)) if values else None
-
-
-# -------------------------------------------------------------------------------- results
-def format_metric(task, value):
-    if task.metric == "MSE":
-        return f"{value:.3g}" if value >= 1e-3 else f"{value:.1e}"
-    return f"{100 * value:.1f}%"
-
-
-def format_table(config, rows):
-    """The results of one task as a Markdown table: a row per model, a column per length,
-    each cell the median final held-out metric over seeds, the seeds that solved the task and
-    the median training steps to solve; a last row for the trivial predictor."""
-    task = TASKS[config["task"]]
-    lengths = sorted({row["length"] for row in rows}) or config["lengths"]
-    cells = {(row["model"], row["length"]): row for row in rows}
-    models = [m for m in config["variants"] if any((m, t) in cells for t in lengths)]
-    header = ["model", "parameters", f"ms/step (T={lengths[-1]})"]
-    header += [f"T={t}" for t in lengths]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model in models:
-        known = [cells[model, t] for t in lengths if (model, t) in cells]
-        longest = cells.get((model, lengths[-1]))
-        line = [model, f"{known[0]['parameters']:,}"]
-        line.append(f"{longest['ms_per_step']:.1f}" if longest else "")
-        for length in lengths:
-            row = cells.get((model, length))
-            if row is None:
-                line.append("")
-                continue
-            steps = row["steps_to_solve"]
-            solve = f"{row['solved']}/{row['seeds']}" + (f" @ {steps:,.0f}" if steps else "")
-            line.append(f"{format_metric(task, row['metric'])} ({solve})")
-        lines.append("| " + " | ".join(line) + " |")
-    trivial = ["trivial predictor", "", ""]
-    trivial += [format_metric(task, task.chance(t)) for t in lengths]
-    lines.append("| " + " | ".join(trivial) + " |")
-    direction = "<" if task.lower_is_better else ">="
-    legend = (
-        f"{task.description}, {task.length_name}. Each cell: median held-out {task.metric} "
-        f"over seeds at the end of the run (solved, {task.metric} {direction} "
-        f"{format_metric(task, task.threshold)}, in k/N seeds @ median training steps to "
-        f"solve); {config['units']} units, batch {config['batch_size']}, at most "
-        f"{config['steps']:,} steps, Adam {config['learning_rate']}"
-        + (", curriculum" if config["curriculum"] else "")
-        + "."
-    )
-    return f"{legend}\n\n" + "\n".join(lines)
-
-
-def write_results(out, report):
-    """results.json (settings, rows, every run) and results.md (a table per task), each
-    written to a temporary file first and renamed, so an interruption leaves the last
-    complete version."""
-    for name, text in (
-        ("results.json", json.dumps(report, indent=2)),
-        ("results.md", markdown(report) + "\n"),
-    ):
-        path = os.path.join(out, name)
-        with open(path + ".tmp", "w") as file:
-            file.write(text)
-        os.replace(path + ".tmp", path)
-
-
-def markdown(report):
-    parts = []
-    for entry in report["tasks"].values():
-        parts.append(
-            f"## {entry['settings']['task']}\n\n"
-            + format_table(entry["settings"], entry["results"])
-        )
-    return "\n\n".join(parts)
-
-
-def plot(report, path):
-    """Save a PNG with a row per task: the median final held-out loss against ``T`` (band:
-    lowest to highest seed; dashed: the trivial predictor's loss), and at the longest ``T``
-    each run's held-out loss against training steps (one line per seed)."""
-    import matplotlib.pyplot as plt
-
-    entries = [entry for entry in report["tasks"].values() if entry["results"]]
-    figure, axes = plt.subplots(len(entries), 2, figsize=(13, 4.2 * len(entries)), squeeze=False)
-    for (final, learning), entry in zip(axes, entries, strict=True):
-        config, rows, runs = entry["settings"], entry["results"], entry["runs"]
-        task = TASKS[config["task"]]
-        lengths = sorted({row["length"] for row in rows})
-        colours = {}
-        for model in config["variants"]:
-            mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["length"])
-            if not mine:
-                continue
-            x = [r["length"] for r in mine]
-            (line,) = final.plot(x, [r["loss"] for r in mine], marker="o", label=model)
-            colours[model] = line.get_color()
-            final.fill_between(
-                x,
-                [r["min_loss"] for r in mine],
-                [r["max_loss"] for r in mine],
-                color=colours[model],
-                alpha=0.15,
-                linewidth=0,
-            )
-        final.plot(lengths, [task.baseline(t) for t in lengths], "k--", label="trivial")
-        if task.metric == task.loss.upper():  # the solved test reads the loss: draw it
-            for axes in (final, learning):
-                axes.axhline(task.threshold, color="grey", linestyle=":", label="solved below")
-        final.set_xscale("log")
-        final.set_yscale("log")
-        final.set_xticks(lengths, [str(t) for t in lengths])
-        final.set_xticks([], minor=True)
-        final.set_xlabel(task.length_name)
-        final.set_ylabel("held-out loss (" + task.loss.replace("_", " ") + ")")
-        final.set_title(f"{task.name}: after training (median over seeds)")
-        final.legend(fontsize="small")
-        longest = lengths[-1]
-        for run in runs:
-            if run["length"] != longest:
-                continue
-            steps = [point["step"] for point in run["history"]]
-            losses = [point["loss"] for point in run["history"]]
-            learning.plot(steps, losses, color=colours[run["model"]], alpha=0.8, linewidth=1.2)
-        learning.axhline(task.baseline(longest), color="k", linestyle="--", linewidth=1)
-        learning.set_yscale("log")
-        learning.set_xlabel("training steps (a run stops once solved)")
-        learning.set_ylabel("held-out loss")
-        learning.set_title(f"{task.name}: learning curves at T={longest}, one line per seed")
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-
-
 def describe(config):
     return (
         f"task {config['task']} ({config['preset']}): {len(config['variants'])} models "

@@ -1,28 +1,17 @@
-"""The ``keras-lstm-variants`` command (also ``python -m keras_lstm_variants``).
+"""The ``keras-lstm-variants`` console command's launcher, outside the package on purpose.
 
-Each sub-command lives in its own module exposing ``configure(parser)`` (adds its arguments)
-and ``run(args) -> int`` (the exit code); this file only dispatches. A sub-command reports
-bad input by raising :class:`UsageError`: one line on stderr, exit code 2, no traceback.
+Importing :mod:`keras_lstm_variants` loads Keras, and Keras loads TensorFlow, which writes its
+C++ start-up log lines (oneDNN, the cudart stub, the CPU feature guard, cuInit) to the
+process's stderr as it loads. The command quiets them, so it must act before the package is
+imported: Python imports a package before any module inside it, so the console entry point
+lives here, in a module that imports nothing of the package until TensorFlow is loaded.
+``import keras_lstm_variants`` itself changes nothing in the process.
 """
 
-import argparse
-import importlib
-import itertools
 import os
 import re
 import sys
 import tempfile
-
-#: sub-command -> (module, one-line help)
-COMMANDS = {
-    "compare": ("keras_lstm_variants.compare", "train every variant on the long-range task"),
-    "bench": ("keras_lstm_variants.bench", "time every variant against the stock Keras layers"),
-    "study": (
-        "keras_lstm_variants.commands.study",
-        "Greff et al.'s random-search study of the variants, with its statistics",
-    ),
-}
-
 
 #: absl's log line: severity (Info, Warning, Error, Fatal), date, time, thread, file:line.
 _LOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ \S+:\d+\] ")
@@ -37,17 +26,6 @@ STARTUP_LOG_LEVEL = 3
 RUN_LOG_LEVEL = "2"
 
 
-def running_as_the_command():
-    """Whether this process is ``keras-lstm-variants`` or ``python -m keras_lstm_variants``."""
-    if sys.argv and os.path.basename(sys.argv[0]).startswith("keras-lstm-variants"):
-        return True
-    argv = getattr(sys, "orig_argv", [])
-    return any(
-        flag == "-m" and module.split(".")[0] == "keras_lstm_variants"
-        for flag, module in itertools.pairwise(argv)
-    )
-
-
 def quiet_tensorflow():
     """Load Keras's backend (and find TensorFlow's devices) with TensorFlow's C++ start-up
     logging filtered out of stderr: the cudart stub, CPU feature guard, oneDNN and cuInit lines
@@ -55,10 +33,9 @@ def quiet_tensorflow():
     logging reads the variable. Lines at or above the level kept, and everything else written
     meanwhile (Python warnings), still reach stderr. A TF_CPP_MIN_LOG_LEVEL the user set is the
     level, for start-up and the rest of the run; otherwise start-up keeps only fatal lines and
-    the run errors (``RUN_LOG_LEVEL``). Called by the package before anything imports Keras,
-    when :func:`running_as_the_command`."""
-    if "keras" in sys.modules:
-        return
+    the run errors (``RUN_LOG_LEVEL``). Where Keras is loaded already (``python -m
+    keras_lstm_variants``: Python imports the package first), only device discovery is
+    filtered."""
     user_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     level = STARTUP_LOG_LEVEL if user_level is None else _level(user_level)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", RUN_LOG_LEVEL)
@@ -107,33 +84,9 @@ def filter_log(text, level):
     return "".join(kept)
 
 
-class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit code 2, no traceback."""
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog="keras-lstm-variants", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).configure(sub)
-    return parser
-
-
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
-    try:
-        return module.run(args) or 0
-    except UsageError as error:
-        print(f"keras-lstm-variants {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        # Sub-commands that have results to save catch it themselves first (compare does).
-        print(f"keras-lstm-variants {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): no traceback; keep Python's flush at exit quiet.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
+    """The console entry point: quiet TensorFlow's start-up, then run the command."""
+    quiet_tensorflow()
+    from keras_lstm_variants.commands.cli import main as command
+
+    return command(argv)
