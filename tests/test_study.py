@@ -358,34 +358,24 @@ def test_noisy_batches_add_noise_of_the_drawn_scale_to_training_batches_only():
     assert np.array_equal(noisy[2][0], x1)  # the same step gives the same noise
 
 
-def test_run_sequential_records_failures_and_resumes(tmp_path):
-    calls = []
-
-    def trial(config):
-        calls.append(config["id"])
-        if config["id"] == "b":
-            raise RuntimeError("disk full")
-        return {"id": config["id"], "status": "ok", "value": len(calls)}
-
-    configs = [{"id": "a"}, {"id": "b"}, {"id": "c"}]
-    results = study.run_sequential(trial, configs, str(tmp_path))
-    assert [r["status"] for r in results] == ["ok", "failed", "ok"]
-    assert "disk full" in results[1]["error"]
-    again = study.run_sequential(trial, configs, str(tmp_path))
-    assert again == results and calls == ["a", "b", "c"]  # nothing ran again
-    study.run_sequential(trial, configs, str(tmp_path), resume=False)
-    assert calls == ["a", "b", "c"] * 2
+def test_a_failed_record_is_a_failed_trial_of_its_variant():
+    config = tiny_config(variant="greff:NFG")
+    failed = study.result_of({"id": "x", "config": config, "error": "OSError: disk full"})
+    assert failed["status"] == "failed" and failed["variant"] == "greff:NFG"
+    assert failed["length"] == 5 and failed["error"] == "OSError: disk full"
+    ok = {"status": "ok", "metric": 0.1}
+    assert study.result_of({"id": "x", "config": config, "result": ok}) is ok
 
 
 def test_the_command_end_to_end_resumes_and_extends(tmp_path, capsys):
     out = tmp_path / "out"
-    command = ["study", "--variants", "greff:V,greff:NFG", "--trials", "2", *TINY]
-    assert cli.main([*command, "--out", str(out)]) == 0
+    command = ["study", "--variants", "greff:V,greff:NFG", *TINY, "--out", str(out)]
+    assert cli.main([*command, "--trials", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "[4/4] adding-T5/greff-NFG/trial-0001" in printed
-    files = sorted((out / "trials" / "adding-T5").rglob("*.json"))
-    assert len(files) == 4
-    records = [json.loads(f.read_text()) for f in files]
+    assert "[4 new] adding-T5/greff:NFG trial 1" in printed
+    lines = (out / "trials.jsonl").read_text().splitlines()
+    records = [json.loads(line)["result"] for line in lines]
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
     by_trial = {}
     for record in records:  # every variant trained on the same draws
         by_trial.setdefault(record["trial"], []).append((record["params"], record["seed"]))
@@ -395,23 +385,17 @@ def test_the_command_end_to_end_resumes_and_extends(tmp_path, capsys):
     assert (out / "adding-T5" / "study_boxes.png").exists()
     assert "# Study: Adding problem" in printed
     # more trials: the two finished draws are kept, the third runs for both variants
-    before = {f: f.stat().st_mtime_ns for f in files}
-    assert (
-        cli.main(
-            ["study", "--variants", "greff:V,greff:NFG", "--trials", "3", *TINY, "--out", str(out)]
-        )
-        == 0
-    )
+    assert cli.main([*command, "--trials", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "4 of 6 trials already finished" in printed
-    assert "[6/6] adding-T5/greff-NFG/trial-0002" in printed and "[4/6]" not in printed
-    assert {f: f.stat().st_mtime_ns for f in files} == before
+    assert "[2 new] adding-T5/greff:NFG trial 2" in printed and "[3 new]" not in printed
+    assert "4 of 6 trials were already in" in printed
+    assert (out / "trials.jsonl").read_text().splitlines()[:4] == lines
     assert json.loads((out / "adding-T5" / "study.json").read_text())["trials"] == 6
-    # other settings into the same --out: refused, naming what differs
-    assert (
-        cli.main([*command[:-2], "--trials", "2", *TINY, "--steps", "20", "--out", str(out)]) == 2
-    )
-    assert "steps" in capsys.readouterr().err
+    # other settings into the same --out: their own trials, analysed alone
+    assert cli.main([*command, "--trials", "1", "--steps", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "[2 new]" in printed and "already in" not in printed
+    assert json.loads((out / "adding-T5" / "study.json").read_text())["trials"] == 2
 
 
 @pytest.mark.parametrize(

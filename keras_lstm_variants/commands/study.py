@@ -49,7 +49,7 @@ TEST_SIZE = 1024
 #: Sequences whose per-channel std sets the unit of the input noise.
 NOISE_PROBE = 256
 DEFAULTS = {"trials": 30, "steps": 1000, "eval_every": 100, "lengths": (50,)}
-#: Settings that must match for a study to resume into an existing ``--out``.
+#: The settings of the last run into ``--out``.
 SETTINGS_FILE = "study-settings.json"
 
 
@@ -182,8 +182,7 @@ def trial_configs(config):
             for variant in config["variants"]:
                 configs.append(
                     {
-                        "id": f"{config['task']}-T{length}/{training.directory_name(variant)}"
-                        f"/trial-{draw['trial']:04d}",
+                        "name": f"{config['task']}-T{length}/{variant}",
                         "task": config["task"],
                         "length": length,
                         "variant": variant,
@@ -276,7 +275,7 @@ def run_trial(config):
     if draw["optimizer"] == "sgd":
         params["momentum"] = draw["momentum"]
     return {
-        "id": config["id"],
+        "name": config["name"],
         "status": "ok",
         "task": task.name,
         "length": length,
@@ -298,51 +297,55 @@ def run_trial(config):
 
 
 # ------------------------------------------------------------------------------- runner
-def _result_path(out, config_id):
-    return os.path.join(out, "trials", config_id + ".json")
-
-
-def run_sequential(trial_fn, configs, out, resume=True, on_result=None):
-    """Run ``trial_fn(config)`` for each config one after the other in this process, writing
-    each result to ``<out>/trials/<id>.json`` as it ends (a raised error is recorded as a
-    ``failed`` result); with ``resume``, configs whose result file exists are not run again.
-    Returns the results in the order of ``configs``. The fallback where Ray is not used."""
-    results = []
-    for config in configs:
-        path = _result_path(out, config["id"])
-        if resume and os.path.exists(path):
-            with open(path) as file:
-                results.append(json.load(file))
-            continue
-        try:
-            result = trial_fn(config)
-        except Exception as error:  # a failed trial is a result, not a lost study
-            result = {"id": config["id"], "status": "failed", "error": repr(error)}
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as file:
-            json.dump(result, file)
-        os.replace(path + ".tmp", path)
-        results.append(result)
-        if on_result:
-            on_result(config, result)
-    return results
-
-
-def check_resume(out, config, fresh):
-    """Record the settings in ``out``; refuse to resume a study with other settings."""
-    path = os.path.join(out, SETTINGS_FILE)
-    if os.path.exists(path) and not fresh:
+def _inline_trials(trial_fn, configs, out_dir, *, resume=True, on_record=None, **_):
+    """In this process, one after the other, in the record format of the Ray runner: a
+    line ``{"id", "config", "result"}`` (or ``"error"``) appended to ``trials.jsonl`` as each
+    trial ends; with ``resume``, configs with a result there are not run again."""
+    path = os.path.join(out_dir, "trials.jsonl")
+    done = {}
+    if resume and os.path.exists(path):
         with open(path) as file:
-            old = json.load(file)
-        keys = [k for k in config if k not in ("trials", "lengths", "variants", "alpha")]
-        differ = [k for k in keys if old.get(k) != config[k]]
-        if differ:
-            raise UsageError(
-                f"--out: {out!r} holds a study with other settings ({', '.join(differ)}); "
-                "choose another --out, or --fresh to run every trial again"
-            )
-    with open(path, "w") as file:
-        json.dump(config, file, indent=2)
+            for line in file:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if "result" in record:
+                    done[record["id"]] = record
+    elif not resume:
+        open(path, "w").close()
+    records = []
+    for config in configs:
+        key = json.dumps(config, sort_keys=True)
+        if key in done:
+            records.append(done[key])
+            continue
+        record = {"id": key, "config": config}
+        try:
+            record["result"] = trial_fn(config)
+        except Exception as error:  # a failed trial is a record, not a lost study
+            record["error"] = f"{type(error).__name__}: {error}"
+        with open(path, "a") as file:
+            file.write(json.dumps(record) + "\n")
+        records.append(record)
+        if on_record:
+            on_record(record)
+    return records
+
+
+def result_of(record):
+    """The study's view of a runner record: the trial's result, or a ``failed`` one."""
+    if record.get("result") is not None:
+        return record["result"]
+    config = record["config"]
+    return {
+        "name": config["name"],
+        "status": "failed",
+        "variant": config["variant"],
+        "length": config["length"],
+        "trial": config["draw"]["trial"],
+        "error": record.get("error"),
+    }
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -354,12 +357,7 @@ def analyse_and_write(config, results, out):
     parameters = Space(**config["space"]).parameters()
     written = {}
     for length in config["lengths"]:
-        mine = [
-            r
-            for r in results
-            if r.get("length", length) == length
-            and r.get("id", "").startswith(f"{task.name}-T{length}/")
-        ]
+        mine = [r for r in results if r["length"] == length]
         if not any(r["status"] == "ok" and r["variant"] == config["baseline"] for r in mine):
             print(f"study: no finished trial of {config['baseline']} at T={length}: no analysis")
             continue
@@ -399,7 +397,8 @@ def run(args):
     config = settings(args)
     _require_analysis()
     out = compare.prepare_out(args.out)
-    check_resume(out, config, args.fresh)
+    with open(os.path.join(out, SETTINGS_FILE), "w") as file:
+        json.dump(config, file, indent=2)
     configs = trial_configs(config)
     print(
         f"study: {config['task']} T in {config['lengths']}, {len(config['variants'])} models x "
@@ -407,32 +406,30 @@ def run(args):
         f"({config['space']['optimizer']}); writing to {out}",
         flush=True,
     )
-    finished = sum(os.path.exists(_result_path(out, c["id"])) for c in configs)
-    if finished and not args.fresh:
-        print(
-            f"study: {finished} of {len(configs)} trials already finished in {out}; "
-            "running the rest",
-            flush=True,
-        )
-    begin, done = time.perf_counter(), [0 if args.fresh else finished]
+    done = [0]
 
-    def report(config_, result):
+    def report(record):
         done[0] += 1
+        result = result_of(record)
         if result["status"] != "ok":
             outcome = f"failed: {result.get('error')}"
         else:
             outcome = f"{result['metric']:.4g} (best validation at step {result['best_step']})"
-        print(f"[{done[0]}/{len(configs)}] {config_['id']}: {outcome}", flush=True)
+        print(f"[{done[0]} new] {result['name']} trial {result['trial']}: {outcome}", flush=True)
 
+    begin = time.perf_counter()
     try:
-        results = run_sequential(run_trial, configs, out, resume=not args.fresh, on_result=report)
+        records = run_trials(run_trial, configs, out, resume=not args.fresh, on_record=report)
     except KeyboardInterrupt:
         print(
-            f"study: interrupted; the finished trials are in {os.path.join(out, 'trials')}; "
-            "run the same command again to resume",
+            f"study: interrupted; the finished trials are in {out}; run the same command "
+            "again to resume",
             file=sys.stderr,
         )
         return 130
+    results = [result_of(record) for record in records]
+    if done[0] < len(configs):
+        print(f"study: {len(configs) - done[0]} of {len(configs)} trials were already in {out}")
     written = analyse_and_write(config, results, out)
     for paths in written.values():
         with open(paths["md"]) as file:
@@ -441,3 +438,6 @@ def run(args):
     minutes = (time.perf_counter() - begin) / 60
     print(f"study: done in {math.floor(minutes)} min {60 * (minutes % 1):.0f} s")
     return 0
+
+
+run_trials = _inline_trials
