@@ -210,3 +210,20 @@ def test_each_backend_runs_in_its_own_process(tmp_path):
     assert row["backend"] == "jax" and row["anchor"] == "torch.nn.GRU"
     assert row["anchor_train_ratio"] == pytest.approx(row["train_ms"] / row["anchor_train_ms"])
     assert "backend jax on cpu" in done.stdout and "torch" in done.stdout
+
+
+def _plan(*argv):
+    return bench.parse(cli.build_parser().parse_args(["bench", *argv]))
+
+
+def test_specs_are_validated_at_the_units_they_are_measured_with():
+    """``num_heads`` must divide the units: checked at the shapes' units (and the memory
+    checks'), not at a stand-in size."""
+    plan = _plan("--variants", "mlstm+num_heads=4,slstm+num_heads=4", "--units", "8")
+    assert plan["variants"] == ["mlstm+num_heads=4", "slstm+num_heads=4"]
+    assert [shape.units for shape in plan["shapes"]] == [8]
+    with pytest.raises(cli.UsageError, match=r"'mlstm\+num_heads=3' at 8 units"):
+        _plan("--variants", "mlstm+num_heads=3", "--units", "8", "--sections", "speed")
+    # the long-inference memory check builds at --inference-units: checked there too
+    with pytest.raises(cli.UsageError, match=r"'mlstm\+num_heads=4' at 6 units"):
+        _plan("--variants", "mlstm+num_heads=4", "--units", "8", "--inference-units", "6")

@@ -404,3 +404,23 @@ def test_missing_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert cli.main(["compare", "--quick", "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "needs matplotlib" in error and "keras-lstm-variants[examples]" in error
+
+
+# ------------------------------------------------------------- specs at the run's units
+def _settings(*argv):
+    return compare.settings(cli.build_parser().parse_args(["compare", *argv]))
+
+
+def test_specs_are_validated_at_the_units_of_the_run():
+    """A spec whose option depends on the units (``num_heads`` must divide them) is checked
+    at the units the run uses, not at a stand-in size: 4 heads divide 8 units."""
+    (config,) = _settings("--variants", "slstm+num_heads=4,lstm", "--units", "8", "--quick")
+    assert config["variants"] == ["slstm+num_heads=4", "lstm"] and config["units"] == 8
+    # the preset's units count too (--quick: 8)
+    (config,) = _settings("--variants", "mlstm+num_heads=4", "--quick")
+    assert config["units"] == 8
+
+
+def test_a_spec_that_does_not_fit_the_units_fails_before_training_naming_it():
+    with pytest.raises(cli.UsageError, match=r"'slstm\+num_heads=3' at 8 units.*num_heads"):
+        _settings("--variants", "lstm,slstm+num_heads=3", "--units", "8", "--quick")

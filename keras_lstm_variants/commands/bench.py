@@ -183,7 +183,6 @@ def parse(args):
             )
     if args.inference_steps < 0:
         raise UsageError(f"--inference-steps must be >= 0; received {args.inference_steps}")
-    variants = parse_variants(args.variants)
     check_output_path("--json", args.json)
     custom = {name: getattr(args, name) for name in ("batch", "time", "features", "units")}
     if any(value is not None for value in custom.values()):
@@ -193,6 +192,12 @@ def parse(args):
     sections = {name.strip() for name in args.sections.split(",") if name.strip()}
     if not sections or not sections <= {"speed", "memory"}:
         raise UsageError(f"--sections takes speed and/or memory; received {args.sections!r}")
+    # every units a spec will be built with: the shapes', the long case's (memory) and the
+    # long-inference check's
+    units = {shape.units for shape in shapes} if "speed" in sections else set()
+    if "memory" in sections:
+        units |= {LONG_SHAPE.units} | ({args.inference_units} if args.inference_steps else set())
+    variants = parse_variants(args.variants, units)
     return {
         "shapes": shapes,
         "variants": variants,
@@ -228,19 +233,19 @@ def parse_anchors(text):
     return [] if text == "none" else ["torch"]
 
 
-def parse_variants(text):
-    """The spec strings of ``--variants``, each built once (tiny) so that a bad name or option
-    fails here, before any measurement; raise naming the argument."""
-    from .specs import build_layer
+def parse_variants(text, units=(DEFAULT_SHAPE.units,)):
+    """The spec strings of ``--variants``, each built once at every ``units`` it will be
+    measured with, so that a bad name or option fails here, before any measurement; raise
+    naming the argument."""
+    from .specs import check_specs
 
     specs = [spec.strip() for spec in text.split(",") if spec.strip()]
     if not specs:
         raise UsageError(f"--variants takes comma-separated variant specs; received {text!r}")
-    for spec in specs:
-        try:
-            build_layer(spec, 2)
-        except (ValueError, TypeError) as error:
-            raise UsageError(f"--variants: {spec!r}: {error}") from None
+    try:
+        check_specs(specs, units)
+    except ValueError as error:
+        raise UsageError(f"--variants: {error}") from None
     if len(set(specs)) != len(specs):
         raise UsageError(f"--variants names a spec twice; received {text!r}")
     return specs

@@ -43,7 +43,7 @@ from .. import VARIANTS
 from .cli import UsageError
 from .plot import plot
 from .report import markdown, summarize, write_results
-from .specs import parse_spec
+from .specs import check_specs, parse_spec
 from .tasks import TASKS
 from .training import (  # noqa: F401  (re-exported: the names a trial and the tests use)
     BASELINE,
@@ -159,7 +159,8 @@ def greff_variants():
 
 
 def parse_variants(text):
-    """The model specs of ``--variants``, checked by constructing each layer once."""
+    """The model specs of ``--variants``, each name and option known; whether a spec builds
+    at the run's units is :func:`check_variants`'s question."""
     known = ", ".join(dict.fromkeys([*VARIANTS, BASELINE, "greff", "all"]))
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
@@ -175,15 +176,23 @@ def parse_variants(text):
             names.append(BASELINE)
         else:
             try:
-                name, kwargs = parse_spec(item)
-                VARIANTS[name][1](2, **kwargs)
-            except (ValueError, TypeError) as error:
+                parse_spec(item)
+            except ValueError as error:
                 raise UsageError(f"--variants: {item!r}: {error} (models: {known})") from None
             head, *options = item.split("+")
             base, colon, variant = head.strip().partition(":")  # the variant keeps its case
             head = base.strip().lower() + colon + variant.strip()
             names.append("+".join([head, *(option.strip() for option in options)]))
     return list(dict.fromkeys(names))
+
+
+def check_variants(variants, units):
+    """Build each model spec at the ``units`` of the run (e.g. ``num_heads`` must divide
+    them), before any training; raise naming the spec."""
+    try:
+        check_specs([spec for spec in variants if spec != BASELINE], units)
+    except ValueError as error:
+        raise UsageError(f"--variants: {error}") from None
 
 
 def parse_lengths(text, task):
@@ -301,6 +310,8 @@ def settings(args):
         learning_rate = (
             preset["learning_rate"] if args.learning_rate is None else (args.learning_rate)
         )
+        units = option("units", "--units")
+        check_variants(variants, units)
         configs.append(
             {
                 "task": name,
@@ -309,7 +320,7 @@ def settings(args):
                 "lengths": lengths,
                 "steps": steps,
                 "eval_every": eval_every,
-                "units": option("units", "--units"),
+                "units": units,
                 "batch_size": option("batch_size", "--batch-size"),
                 "learning_rate": check_learning_rate(learning_rate),
                 "seeds": check_seeds(args.seed, option("seeds", "--seeds")),

@@ -58,3 +58,15 @@ def build_layer(spec, units, **layer_kwargs):
 
     name, kwargs = parse_spec(spec)
     return VARIANTS[name][1](units, **kwargs, **layer_kwargs)
+
+
+def check_specs(specs, units):
+    """Build each of ``specs`` once, tiny in every dimension but ``units`` (the units the run
+    will use: an option such as ``num_heads`` must divide them), so that a bad name or option
+    fails before any long work; raise ValueError naming the spec and the units."""
+    for spec in specs:
+        for count in sorted(set([units] if isinstance(units, int) else units)):
+            try:
+                build_layer(spec, count)
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"{spec!r} at {count} units: {error}") from None

@@ -88,9 +88,9 @@ class Evaluator(keras.callbacks.Callback):
     ``held_out/loss`` and ``held_out/<metric>`` at step = training steps; stops training once
     the task is solved."""
 
-    def __init__(self, task, length, seed, eval_every, log_dir=None):
+    def __init__(self, task, length, seed, eval_every, log_dir=None, verbose=True):
         super().__init__()
-        self.task, self.eval_every = task, eval_every
+        self.task, self.eval_every, self.verbose = task, eval_every, verbose
         self.x, self.y = held_out(task, length, seed)
         self.log_dir, self.history, self.solved_at = log_dir, [], None
 
@@ -102,11 +102,12 @@ class Evaluator(keras.callbacks.Callback):
         if solved and self.solved_at is None:
             self.solved_at = step
             self.model.stop_training = True
-        print(
-            f"  step {step}: held-out loss {loss:.4g}, {self.task.metric} {metric:.4g}"
-            + (" (solved)" if solved else ""),
-            flush=True,
-        )
+        if self.verbose:
+            print(
+                f"  step {step}: held-out loss {loss:.4g}, {self.task.metric} {metric:.4g}"
+                + (" (solved)" if solved else ""),
+                flush=True,
+            )
         if self.log_dir:
             write_scalars(
                 os.path.join(self.log_dir, "held_out"),
@@ -149,20 +150,80 @@ def directory_name(spec):
     return re.sub(r"[^A-Za-z0-9_.+=-]", "-", spec)
 
 
-def train_run(config, spec, length, seed, out, first_seed):
+def run_name(task_name, length, spec):
+    """``<task>-T<length>/<model>``: a run's directory under tensorboard/ and saved_models/."""
+    return os.path.join(f"{task_name}-T{length}", directory_name(spec))
+
+
+def export_path(out, task_name, length, spec):
+    """Where the first seed's model at the longest length is exported."""
+    return os.path.join(out, "saved_models", run_name(task_name, length, spec))
+
+
+def check_export_target(path):
+    """Raise ValueError naming ``path`` unless a SavedModel can be written there: it is new,
+    empty, or a complete SavedModel (replaced). A directory with other files and no
+    ``saved_model.pb`` (what an interrupted export leaves: ``variables/`` alone) is refused:
+    it is someone's data or a broken model, and deleting it is the user's call."""
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} exists and is a file, not a SavedModel directory")
+    if os.listdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise ValueError(
+            f"{path} holds files but no saved_model.pb (an interrupted export?); remove it "
+            "or choose another --out"
+        )
+
+
+def export_model(model, path):
+    """Export ``model`` as a SavedModel at ``path`` through a sibling temporary directory,
+    renamed into place once complete: an interruption never leaves a half-written ``path``."""
+    import shutil
+
+    from .. import export
+
+    check_export_target(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        export.export_saved_model(model, partial)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(partial, path)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def failure(stage, error):
+    """The record of a step that failed after (or beside) training: what and why, one line."""
+    text = f"{type(error).__name__}: {error}".splitlines()[0]
+    return {"stage": stage, "error": text}
+
+
+def train_run(config, spec, length, seed, out, first_seed, verbose=True):
     """Train and score one model at one length from one seed; the first seed also writes
     TensorBoard logs and GateStatistics, and at the longest length exports the model. Returns
-    the run's record."""
+    the run's record. A failure of the logs or of the export does not lose the run: it is
+    recorded in the record's ``failures`` (``stage``, ``error``) and the record returned."""
     task = TASKS[config["task"]]
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     keras.utils.set_random_seed(seed)
     model = build_model(task, spec, config["units"], config["learning_rate"])
     lengths = [t for t in config["lengths"] if t <= length] if config["curriculum"] else [length]
     data = Batches(task, lengths, config["batch_size"], config["eval_every"], seed)
-    run_name = os.path.join(f"{task.name}-T{length}", directory_name(spec))
-    log_dir = os.path.join(out, "tensorboard", run_name) if first_seed and config["logs"] else None
+    name = run_name(task.name, length, spec)
+    failures = []
+    log_dir = os.path.join(out, "tensorboard", name) if first_seed and config["logs"] else None
+    if log_dir:
+        try:
+            os.makedirs(log_dir, exist_ok=True)
+        except OSError as error:
+            failures.append(failure("tensorboard", error))
+            log_dir = None
     timer = EpochTimer()
-    evaluator = Evaluator(task, length, seed, config["eval_every"], log_dir)
+    evaluator = Evaluator(task, length, seed, config["eval_every"], log_dir, verbose=verbose)
     callbacks = [timer, evaluator]  # the timer first: its epoch ends before the others' work
     if log_dir:
         from ..gates import GateStatistics
@@ -172,11 +233,10 @@ def train_run(config, spec, length, seed, out, first_seed):
             callbacks.append(GateStatistics(log_dir, probe_batch(task, length, seed)))
     model.fit(data, epochs=config["steps"] // config["eval_every"], callbacks=callbacks, verbose=0)
     if first_seed and config["export"] and length == max(config["lengths"]):
-        from ..export import export_saved_model
-
-        path = os.path.join(out, "saved_models", run_name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        export_saved_model(model, path)
+        try:
+            export_model(model, export_path(out, task.name, length, spec))
+        except Exception as error:  # the trained run is kept whatever the export hit
+            failures.append(failure("export", error))
     last = evaluator.history[-1]
     return {
         "model": spec,
@@ -192,4 +252,5 @@ def train_run(config, spec, length, seed, out, first_seed):
         "metric": last["metric"],
         "solved_at_step": evaluator.solved_at,
         "history": evaluator.history,
+        "failures": failures,
     }
