@@ -288,6 +288,8 @@ def test_write_analysis(tmp_path):
 #: Tiny trials: T = 5, 10 steps, 3-5 units.
 TINY = ["--lengths", "5", "--steps", "10", "--eval-every", "5", "--units-range", "3,5"]
 TINY += ["--batch-sizes", "4,8"]
+#: ... run one after another in the test's process (Ray's own runs: test_study_on_ray).
+INLINE = [*TINY, "--in-process"]
 
 
 def tiny_config(variant="greff:V", trial=0, **draw_changes):
@@ -369,7 +371,7 @@ def test_a_failed_record_is_a_failed_trial_of_its_variant():
 
 def test_the_command_end_to_end_resumes_and_extends(tmp_path, capsys):
     out = tmp_path / "out"
-    command = ["study", "--variants", "greff:V,greff:NFG", *TINY, "--out", str(out)]
+    command = ["study", "--variants", "greff:V,greff:NFG", *INLINE, "--out", str(out)]
     assert cli.main([*command, "--trials", "2"]) == 0
     printed = capsys.readouterr().out
     assert "[4 new] adding-T5/greff:NFG trial 1" in printed
@@ -413,6 +415,9 @@ def test_the_command_end_to_end_resumes_and_extends(tmp_path, capsys):
         (["--batch-sizes", "a,b"], "--batch-sizes"),
         (["--alpha", "2"], "--alpha"),
         (["--seed", "-1"], "--seed"),
+        (["--threads", "0"], "--threads"),
+        (["--gpus-per-trial", "2"], "--gpus-per-trial"),
+        (["--address", "127.0.0.1:1"], "--address 127.0.0.1:1"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_option(arguments, option, capsys, tmp_path):
@@ -421,3 +426,25 @@ def test_bad_input_is_one_line_naming_the_option(arguments, option, capsys, tmp_
     error = capsys.readouterr().err.strip()
     assert option in error and "\n" not in error
     assert not (tmp_path / "trials").exists()
+
+
+def test_study_on_ray_equals_the_trials_in_process(tmp_path, capsys):
+    """The default engine, an embedded Ray: its workers import the trial by name and give the
+    in-process trial's results (both at one thread per trial)."""
+    pytest.importorskip("ray")
+    command = ["study", "--variants", "greff:V,greff:CIFG", "--trials", "1", *TINY]
+    assert cli.main([*command, "--out", str(tmp_path / "ray")]) == 0
+    assert cli.main([*command, "--in-process", "--out", str(tmp_path / "inline")]) == 0
+    capsys.readouterr()
+
+    def records(name):
+        text = (tmp_path / name / "trials.jsonl").read_text()
+        return {r["config"]["variant"]: r for r in map(json.loads, text.splitlines())}
+
+    on_ray, inline = records("ray"), records("inline")
+    assert set(on_ray) == {"greff:V", "greff:CIFG"}
+    for variant, record in on_ray.items():
+        assert record["pid"] != inline[variant]["pid"]  # another process ran it
+        ray_result, inline_result = record["result"], inline[variant]["result"]
+        assert ray_result["history"] == pytest.approx(inline_result["history"], rel=1e-5)
+        assert ray_result["metric"] == pytest.approx(inline_result["metric"], rel=1e-5)

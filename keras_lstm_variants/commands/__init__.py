@@ -7,5 +7,6 @@ Nothing in the package imports this package: ``import keras_lstm_variants`` load
 :mod:`.bench_tables`) times
 them; :mod:`.specs` reads variant spec strings; :mod:`.trials` runs independent trials on Ray;
 :mod:`.study` runs Greff et al.'s random-search study (:mod:`.study_space` draws the
-hyperparameters, :mod:`.study_analysis` computes its statistics).
+hyperparameters, :mod:`.study_analysis` computes its statistics, :mod:`.study_plots` draws
+them).
 """

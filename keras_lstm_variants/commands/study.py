@@ -28,6 +28,7 @@ The analysis (:mod:`.study_analysis`) is written next to the results, per task a
 ``study_importance.png``, ``study_learning_rate.png``.
 """
 
+import argparse
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from . import compare, training
 from .cli import UsageError
 from .study_space import DEFAULT_SPACE, GREFF_SGD, OPTIMIZERS, Space, draws, noise_scale
 from .tasks import TASKS
+from .trials import TrialsError, run_trials
 
 #: Validation sequences scored every ``--eval-every`` steps (they pick the best weights).
 VALIDATION_SIZE = 256
@@ -89,17 +91,39 @@ def configure(parser):
     parser.add_argument("--batch-sizes", help="comma-separated batch sizes drawn from")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
     parser.add_argument(
-        "--address",
-        default=None,
-        help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)",
-    )
-    parser.add_argument(
-        "--fresh",
-        action="store_true",
-        help="run every trial again instead of resuming from the results in --out",
-    )
-    parser.add_argument(
         "--out", default="study-out", help="output directory (default: %(default)s)"
+    )
+    trials = parser.add_argument_group(
+        "trials", "each (variant, draw, T) is one trial on Ray, as compare's runs"
+    )
+    trials.add_argument(
+        "--address",
+        help="a Ray cluster's host:port to run the trials on (default: RAY_ADDRESS, else an "
+        "embedded Ray on this machine using every core)",
+    )
+    trials.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="skip the trials --out holds already (default: on; --no-resume starts afresh)",
+    )
+    trials.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of one trial; trials at once = cores / threads (default: %(default)s)",
+    )
+    trials.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.25,
+        help="the fraction of a GPU one trial takes where the node has a GPU "
+        "(default: %(default)s)",
+    )
+    trials.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the trials one after another in this process, without Ray",
     )
 
 
@@ -148,6 +172,9 @@ def settings(args):
     for option, value in (("--trials", args.trials), ("--steps", args.steps)):
         compare.check_positive(option, value)
     compare.check_positive("--eval-every", args.eval_every)
+    compare.check_positive("--threads", args.threads)
+    if not 0 <= args.gpus_per_trial <= 1:
+        raise UsageError(f"--gpus-per-trial: must be from 0 to 1; received {args.gpus_per_trial}")
     if args.steps % args.eval_every:
         raise UsageError(
             f"--steps: {args.steps} is not a multiple of --eval-every {args.eval_every}"
@@ -156,6 +183,8 @@ def settings(args):
         raise UsageError(f"--alpha: must be between 0 and 1; received {args.alpha}")
     compare.check_seeds(args.seed, 1)
     space = space_from(args)
+    units = sorted({draw["units"] for draw in draws(args.trials, args.seed, space)})
+    compare.check_variants(variants, units)  # every spec builds at every drawn size
     baseline = next((v for v in variants if v.lower() == "greff:v"), variants[0])
     return {
         "task": task.name,
@@ -297,42 +326,6 @@ def run_trial(config):
 
 
 # ------------------------------------------------------------------------------- runner
-def _inline_trials(trial_fn, configs, out_dir, *, resume=True, on_record=None, **_):
-    """In this process, one after the other, in the record format of the Ray runner: a
-    line ``{"id", "config", "result"}`` (or ``"error"``) appended to ``trials.jsonl`` as each
-    trial ends; with ``resume``, configs with a result there are not run again."""
-    path = os.path.join(out_dir, "trials.jsonl")
-    done = {}
-    if resume and os.path.exists(path):
-        with open(path) as file:
-            for line in file:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if "result" in record:
-                    done[record["id"]] = record
-    elif not resume:
-        open(path, "w").close()
-    records = []
-    for config in configs:
-        key = json.dumps(config, sort_keys=True)
-        if key in done:
-            records.append(done[key])
-            continue
-        record = {"id": key, "config": config}
-        try:
-            record["result"] = trial_fn(config)
-        except Exception as error:  # a failed trial is a record, not a lost study
-            record["error"] = f"{type(error).__name__}: {error}"
-        with open(path, "a") as file:
-            file.write(json.dumps(record) + "\n")
-        records.append(record)
-        if on_record:
-            on_record(record)
-    return records
-
-
 def result_of(record):
     """The study's view of a runner record: the trial's result, or a ``failed`` one."""
     if record.get("result") is not None:
@@ -419,7 +412,19 @@ def run(args):
 
     begin = time.perf_counter()
     try:
-        records = run_trials(run_trial, configs, out, resume=not args.fresh, on_record=report)
+        records = run_trials(
+            run_trial,
+            configs,
+            out,
+            address=args.address,
+            resume=args.resume,
+            threads=args.threads,
+            gpus=args.gpus_per_trial,
+            engine="inline" if args.in_process else "ray",
+            on_record=report,
+        )
+    except TrialsError as error:
+        raise UsageError(str(error)) from None
     except KeyboardInterrupt:
         print(
             f"study: interrupted; the finished trials are in {out}; run the same command "
@@ -438,6 +443,3 @@ def run(args):
     minutes = (time.perf_counter() - begin) / 60
     print(f"study: done in {math.floor(minutes)} min {60 * (minutes % 1):.0f} s")
     return 0
-
-
-run_trials = _inline_trials
