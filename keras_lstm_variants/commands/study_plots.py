@@ -14,8 +14,9 @@ import numpy as np
 
 
 def _log_scale(result, values):
-    """A log axis for a lower-is-better metric spanning more than a decade."""
-    values = [v for v in values if math.isfinite(v)]
+    """A log axis for a lower-is-better metric spanning more than a decade (the trivial
+    predictor's line included)."""
+    values = [v for v in [*values, result["chance"]] if v is not None and math.isfinite(v)]
     return bool(
         result["lower_is_better"] and values and min(values) > 0 and max(values) > 10 * min(values)
     )
