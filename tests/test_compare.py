@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -424,3 +425,52 @@ def test_specs_are_validated_at_the_units_of_the_run():
 def test_a_spec_that_does_not_fit_the_units_fails_before_training_naming_it():
     with pytest.raises(cli.UsageError, match=r"'slstm\+num_heads=3' at 8 units.*num_heads"):
         _settings("--variants", "lstm,slstm+num_heads=3", "--units", "8", "--quick")
+
+
+# ----------------------------------------------------------- nothing lost after training
+TINY_RUN = ["--quick", "--task", "adding", "--steps", "10", "--eval-every", "10"]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="export needs TensorFlow")
+def test_export_over_a_half_written_saved_model_fails_before_training(tmp_path):
+    """What an interrupted export leaves (``variables/`` without ``saved_model.pb``) is found
+    before any training: one line naming the directory, exit code 2, nothing trained."""
+    out = tmp_path / "out"
+    partial = out / "saved_models" / "adding-T5" / "lstm"
+    (partial / "variables").mkdir(parents=True)
+    (partial / "variables" / "variables.index").write_bytes(b"\0")
+    command = [sys.executable, "-m", "keras_lstm_variants", "compare", *TINY_RUN]
+    command += ["--lengths", "5", "--variants", "lstm", "--export", "--out", str(out)]
+    result = run_command(command, timeout=600)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    (line,) = [line for line in result.stderr.splitlines() if "compare: error" in line]
+    assert str(partial) in line and "saved_model.pb" in line
+    assert "Traceback" not in result.stderr and "[1/1]" not in result.stdout
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="export needs TensorFlow")
+def test_a_failure_after_training_is_recorded_and_the_runs_go_on(tmp_path, monkeypatch, capsys):
+    """An export that fails after training (here: a full disk) costs neither that run nor the
+    next: each run reaches results.json with the failure, one line each, exit code 1."""
+    import keras_lstm_variants.export as export
+
+    def full_disk(model, path, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "export_saved_model", full_disk)
+    out = tmp_path / "out"
+    argv = ["compare", *TINY_RUN, "--lengths", "5", "--variants", "lstm,gru", "--export"]
+    argv += ["--no-tensorboard", "--in-process", "--out", str(out)]
+    assert cli.main(argv) == 1
+    stdout = capsys.readouterr().out
+    runs = json.loads((out / "results.json").read_text())["tasks"]["adding"]["runs"]
+    assert [run["model"] for run in runs] == ["lstm", "gru"]
+    for run in runs:
+        assert run["failures"] == [
+            {"stage": "export", "error": "OSError: [Errno 28] No space left on device"}
+        ]
+        assert np.isfinite(run["loss"])
+    failed = [line for line in stdout.splitlines() if "export failed" in line]
+    assert len(failed) == 2 and all("No space left on device" in line for line in failed)
+    assert not list((out / "saved_models").rglob("*.partial-*"))

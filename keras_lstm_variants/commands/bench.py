@@ -37,8 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 
-from .bench_anchors import TorchAnchor  # noqa: F401
+from .bench_anchors import ANCHORS, TorchAnchor, anchors_in_subprocess, exit_status  # noqa: F401
 from .bench_memory import bench_memory
 from .bench_tables import format_backends, format_memory, format_table, format_versions
 from .bench_timing import (  # noqa: F401  (re-exported: the names the tests use)
@@ -58,6 +59,7 @@ from .bench_timing import (  # noqa: F401  (re-exported: the names the tests use
     stock_of,
     target,
     versions,
+    with_stock,
 )
 from .cli import UsageError
 
@@ -264,65 +266,114 @@ def check_output_path(option, path):
         raise UsageError(f"{option}: {path} is not writable")
 
 
-def measure(plan, args):
-    """Everything ``plan`` asks for, on the current backend, in this process: one run."""
+def measure(plan, args, sink=None):
+    """Everything ``plan`` asks for, on the current backend, in this process: one run.
+    ``sink(run)`` gets the run so far after every measurement (written at once: an
+    interruption or a crash keeps what was measured)."""
     backend = current_backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
         tf.get_logger().setLevel("ERROR")  # one retracing warning per model otherwise
     anchors = plan["anchors"]
-    if "torch" in anchors:
-        import torch
-
-        torch.set_num_threads(args.torch_threads or cores())
+    threads = args.torch_threads or cores()
     started, load_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), os.getloadavg()
-    gemm, peak, records, memory = {}, None, [], []
+    one = {
+        "backend": backend,
+        "device": device_description(),
+        "versions": versions(),
+        "cores": cores(),
+        "torch_threads": threads if anchors else None,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "started": started,
+        "repeats": args.repeats,
+        "gemm_gflops": {},
+        "gemm_size": args.gemm_size,
+        "peak_gflops": None,
+        "records": [],
+        "comparisons": [],
+        "memory": [],
+        "errors": [],
+    }
+    done = []  # the records of the finished shapes
+
+    def update(records=(), memory=None):
+        one["records"] = done + list(records)
+        one["comparisons"] = [{"backend": backend, **row} for row in compare(one["records"])]
+        if memory is not None:
+            one["memory"] = [{"backend": backend, **m} for m in memory]
+        one["load_average_before_after"] = [load_before, os.getloadavg()]
+        if sink:
+            sink(one)
+
     jit_modes = JIT_MODES[backend]
     if args.no_jit:
         jit_modes = tuple(mode for mode in jit_modes if not mode) or jit_modes
     if "speed" in plan["sections"]:
         progress(f"{backend}: GEMM peak: {args.gemm_size}^3 float32")
-        gemm = gemm_peak(args.gemm_size)
-        peak = max(gemm.values())
+        one["gemm_gflops"] = gemm_peak(args.gemm_size)
+        peak = one["peak_gflops"] = max(one["gemm_gflops"].values())
         for shape in plan["shapes"]:
-            records += bench_shape(shape, plan["variants"], jit_modes, args.repeats, peak, anchors)
+            kinds = with_stock(plan["variants"])
+            done += bench_shape(shape, kinds, jit_modes, args.repeats, peak, on_repeat=update)
+            if "torch" in anchors:
+                kinds = sorted({ANCHORS[stock_of(spec)] for spec in plan["variants"]})
+                progress(f"{shape}: {', '.join(kinds)} in their own process")
+                records, error = anchors_in_subprocess(
+                    asdict(shape), kinds, args.repeats, peak, threads
+                )
+                done += records
+                if error:
+                    progress(error)
+                    one["errors"].append(error)
+            update()
     if "memory" in plan["sections"]:
-        memory = bench_memory(
-            plan["variants"], plan["lengths"], args.inference_steps, args.inference_units
+        bench_memory(
+            plan["variants"],
+            plan["lengths"],
+            args.inference_steps,
+            args.inference_units,
+            on_result=lambda memory: update(memory=memory),
         )
-    return {
-        "backend": backend,
-        "device": device_description(),
-        "versions": versions(),
-        "cores": cores(),
-        "torch_threads": (args.torch_threads or cores()) if anchors else None,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "started": started,
-        "load_average_before_after": [load_before, os.getloadavg()],
-        "repeats": args.repeats,
-        "gemm_gflops": gemm,
-        "gemm_size": args.gemm_size,
-        "peak_gflops": peak,
-        "records": records,
-        "comparisons": [{"backend": backend, **row} for row in compare(records)],
-        "memory": [{"backend": backend, **m} for m in memory],
-    }
+    update()
+    return one
 
 
-def measure_in_subprocess(plan, args, backend):
-    """:func:`measure` under ``KERAS_BACKEND=backend`` in a fresh interpreter."""
+def write_json(path, data):
+    """Write ``data`` to ``path`` through a temporary file: a reader never sees half of it."""
+    with open(path + ".tmp", "w") as file:
+        json.dump(data, file, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def measure_in_subprocess(plan, args, backend, sink=None):
+    """:func:`measure` under ``KERAS_BACKEND=backend`` in a fresh interpreter. The child
+    writes its run after every measurement; what it wrote is kept when it fails, is
+    interrupted or dies by a signal (then ``error`` says so in one line)."""
     progress(f"{backend}: starting its own process")
     with tempfile.TemporaryDirectory() as directory:
         output = os.path.join(directory, "run.json")
         request = {"args": vars(args), "output": output}
         env = {**os.environ, "KERAS_BACKEND": backend}
         command = [sys.executable, "-m", __name__, json.dumps(request)]
-        done = subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL)
-        if done.returncode != 0 or not os.path.exists(output):
-            return {"backend": backend, "error": f"the {backend} run exited {done.returncode}"}
-        with open(output) as file:
-            return json.load(file)
+        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        try:
+            code = child.wait()
+        except KeyboardInterrupt:  # the child got the Ctrl-C too: let it write and exit
+            child.wait()
+            raise
+        finally:
+            one = {"backend": backend}
+            if os.path.exists(output):
+                with open(output) as file:
+                    one = json.load(file)
+            if sink:
+                sink(one)
+        if code != 0:
+            one["error"] = f"the {backend} process {exit_status(code)}"
+            if sink:
+                sink(one)
+        return one
 
 
 def run(args):
@@ -330,30 +381,72 @@ def run(args):
     # 2-thread pool on a loaded machine but made torch.nn.LSTM 1.3-6x slower on the idle one
     # (docs/speed.md, "PyTorch's threads").
     plan = parse(args)
-    if plan["backends"] == [current_backend()]:
-        runs = [measure(plan, args)]
-    else:
-        runs = [measure_in_subprocess(plan, args, backend) for backend in plan["backends"]]
-    for one in runs:
-        if "error" in one:
-            print(f"{one['backend']}: FAILED: {one['error']}")
-            continue
-        print(f"backend {one['backend']} on {one['device']}; {format_versions(one['versions'])}")
-        if one["comparisons"]:
-            print(format_table(one["comparisons"], one["peak_gflops"]))
-        if one["memory"]:
-            print(format_memory(one["memory"]))
-    if len(runs) > 1:
-        print(format_backends(runs))
-    sys.stdout.flush()
-    result = {"runs": runs}
-    with open(args.json, "w") as file:
-        json.dump(result, file, indent=1)
-    print(f"results written to {args.json}")
-    failed = [one for one in runs if "error" in one] + [
+    runs, write_errors = [], []
+
+    def save(one, position):
+        """Keep ``one`` as run ``position`` and write everything measured so far; a failing
+        disk is said once and the measuring goes on (the tables still reach stdout)."""
+        runs[position:] = [one]
+        try:
+            write_json(args.json, {"runs": runs})
+            write_markdown(markdown_path(args.json), runs)
+        except OSError as error:
+            if not write_errors:
+                print(f"bench: cannot write {args.json}: {error}", file=sys.stderr, flush=True)
+            write_errors.append(error)
+
+    try:
+        if plan["backends"] == [current_backend()]:
+            measure(plan, args, sink=lambda one: save(one, 0))
+        else:
+            for position, backend in enumerate(plan["backends"]):
+                measure_in_subprocess(
+                    plan, args, backend, sink=lambda one, p=position: save(one, p)
+                )
+    except KeyboardInterrupt:
+        print(f"bench: interrupted; what was measured is in {args.json}", file=sys.stderr)
+        return 130
+    print(report(runs))
+    if write_errors:
+        print(f"bench: the results could not be written to {args.json}", file=sys.stderr)
+        return 1
+    print(f"results written to {args.json} and {markdown_path(args.json)}")
+    failed = [one for one in runs if "error" in one or one.get("errors")] + [
         m for one in runs for m in one.get("memory", ()) if "error" in m or not m["finite"]
     ]
     return 1 if failed else 0
+
+
+def report(runs):
+    """The text of every run's tables (the same as bench.md's)."""
+    lines = []
+    for one in runs:
+        if "error" in one:
+            lines.append(f"{one['backend']}: FAILED: {one['error']}")
+        for error in one.get("errors", ()):
+            lines.append(f"{one['backend']}: FAILED: {error}")
+        if "device" not in one:
+            continue
+        lines.append(
+            f"backend {one['backend']} on {one['device']}; {format_versions(one['versions'])}"
+        )
+        if one["comparisons"]:
+            lines.append(format_table(one["comparisons"], one["peak_gflops"]))
+        if one["memory"]:
+            lines.append(format_memory(one["memory"]))
+    if len(runs) > 1:
+        lines.append(format_backends(runs))
+    return "\n".join(lines)
+
+
+def markdown_path(json_path):
+    return os.path.splitext(json_path)[0] + ".md"
+
+
+def write_markdown(path, runs):
+    with open(path + ".tmp", "w") as file:
+        file.write(f"# bench\n\n```\n{report(runs)}\n```\n")
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
@@ -361,6 +454,7 @@ if __name__ == "__main__":
 
     payload = json.loads(sys.argv[1])  # one whole run under this process's KERAS_BACKEND
     arguments = argparse.Namespace(**payload["args"])
-    one = measure(parse(arguments), arguments)
-    with open(payload["output"], "w") as file:
-        json.dump(one, file)
+    try:
+        measure(parse(arguments), arguments, sink=lambda one: write_json(payload["output"], one))
+    except KeyboardInterrupt:
+        sys.exit(130)

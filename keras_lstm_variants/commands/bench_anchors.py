@@ -1,4 +1,16 @@
-"""``bench``'s anchors: ``torch.nn.LSTM`` / ``torch.nn.GRU`` timed like the Keras models."""
+"""``bench``'s anchors: ``torch.nn.LSTM`` / ``torch.nn.GRU`` timed like the Keras models.
+
+They are timed in a process of their own (``python -m
+keras_lstm_variants.commands.bench_anchors REQUEST``, Keras on its torch backend), never in
+the TensorFlow or JAX process: building ``torch.optim.SGD`` imports ``torch._dynamo`` and, in
+PyPI's CUDA build, triton's native library, which crashes (SIGSEGV) a process that already
+holds TensorFlow's or XLA's LLVM. This module imports no backend at import time.
+"""
+
+import json
+import os
+import subprocess
+import sys
 
 #: The torch anchor of each stock Keras layer.
 ANCHORS = {"keras.LSTM": "torch.nn.LSTM", "keras.GRU": "torch.nn.GRU"}
@@ -35,3 +47,57 @@ class TorchAnchor:
         with self.torch.no_grad():
             outputs, _ = self.rnn(self.torch.from_numpy(x).to(self.device))
             return outputs[:, -1].cpu().numpy()
+
+
+def anchors_in_subprocess(shape, kinds, repeats, peak, threads):
+    """The records of the torch anchors ``kinds`` at ``shape`` (a dict of the Shape's fields),
+    timed in a fresh interpreter; ``(records, error)``, the error one line (a child killed by
+    a signal says which)."""
+    request = {"shape": shape, "kinds": kinds, "repeats": repeats, "peak": peak}
+    request["threads"] = threads
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run(
+        [sys.executable, "-m", __name__, json.dumps(request)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return [], f"the torch anchors' process {exit_status(done.returncode)}"
+    return json.loads(done.stdout.strip().splitlines()[-1]), None
+
+
+def exit_status(code):
+    """``exited N`` or ``died by signal SIGSEGV`` for a child's return code."""
+    import signal
+
+    if code < 0:
+        try:
+            return f"died by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"died by signal {-code}"
+    return f"exited {code}"
+
+
+def _main(request):
+    import torch
+
+    from .bench_anchors import TorchAnchor  # the package's class, not __main__'s
+    from .bench_timing import Shape, bench_shape
+
+    torch.set_num_threads(request["threads"])
+    shape = Shape(**request["shape"])
+    records = bench_shape(
+        shape,
+        request["kinds"],
+        (None,),
+        request["repeats"],
+        request["peak"],
+        make=lambda kind, shape, jit: TorchAnchor(kind, shape),
+    )
+    print(json.dumps(records))
+
+
+if __name__ == "__main__":
+    _main(json.loads(sys.argv[1]))

@@ -85,7 +85,7 @@ def memory_in_subprocess(spec):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_memory(variants, lengths, inference_steps, inference_units):
+def bench_memory(variants, lengths, inference_steps, inference_units, on_result=None):
     """Peak RSS of the long case's training step (ours and stock) at each of ``lengths``, and
     of our layers' inference over ``inference_steps`` steps with ``inference_units`` units."""
     specs = [
@@ -102,6 +102,8 @@ def bench_memory(variants, lengths, inference_steps, inference_units):
             f"memory {number}/{len(specs)}: {spec['model']} {spec['mode']} {Shape(**spec['shape'])}"
         )
         results.append(memory_in_subprocess(spec))
+        if on_result:
+            on_result(results)
     return results
 
 

@@ -198,53 +198,56 @@ def first_calls(kind, jit, model, shape, x):
     return entry, model, y
 
 
-def bench_shape(shape, variants, jit_modes, repeats, peak, anchors=()):
-    """Time every (model, jit) pair at ``shape``, and the torch anchors, interleaved; return
-    one record per pair."""
-    kinds = with_stock(variants)
+def bench_shape(shape, kinds, jit_modes, repeats, peak, make=None, on_repeat=None):
+    """Time every (model, jit) pair of ``kinds`` at ``shape``, interleaved; return one record
+    per pair. ``make(kind, shape, jit)`` builds a model (default: :func:`build_model`);
+    ``on_repeat(records)`` gets the records so far after each repeat (written at once, so an
+    interruption keeps them)."""
+    make = make or build_model
     rng = np.random.default_rng(0)
     x = rng.standard_normal((shape.batch, shape.time, shape.features), dtype=np.float32)
     entries = []
     for kind in kinds:
         for jit in jit_modes:
             progress(f"{shape}: {kind} jit_compile={jit}: build, first calls")
-            entries.append(first_calls(kind, jit, build_model(kind, shape, jit), shape, x))
-    if "torch" in anchors:
-        for kind in sorted({ANCHORS[stock_of(spec)] for spec in variants}):
-            progress(f"{shape}: {kind}: build, first calls")
-            entries.append(first_calls(kind, None, TorchAnchor(kind, shape), shape, x))
+            entries.append(first_calls(kind, jit, make(kind, shape, jit), shape, x))
+    records = []
     for repeat in range(repeats):
         progress(f"{shape}: repeat {repeat + 1}/{repeats} over {len(entries)} models")
         for entry, model, y in entries:
             entry["train"].append(timed_cpu(model.train_on_batch, x, y))
             entry["predict"].append(timed_cpu(model.predict_on_batch, x))
-    records = []
-    for entry, _, _ in entries:
-        flops = entry["forward_flops"]
-        samples = {mode: np.array(entry.pop(mode)) for mode in ("train", "predict")}
-        (train, train_cpu), (predict, predict_cpu) = (
-            samples[mode].min(axis=0) for mode in ("train", "predict")
-        )
-        records.append(
-            {
-                **entry,
-                "train_ms": 1e3 * train,
-                "predict_ms": 1e3 * predict,
-                "train_cpu_ms": 1e3 * train_cpu,
-                "predict_cpu_ms": 1e3 * predict_cpu,
-                "train_gflops": 3 * flops / train / 1e9,
-                "predict_gflops": flops / predict / 1e9,
-                "train_peak_fraction": 3 * flops / train / 1e9 / peak,
-                "first_call_overhead_s": entry["first_train_s"] - train,
-                "compile_s": entry["first_train_s"] - train if entry["jit_compile"] else None,
-                "first_predict_overhead_s": entry["first_predict_s"] - predict,
-                # every repeat near the minimum and far below the first call: no recompilation
-                "train_median_ms": 1e3 * float(np.median(samples["train"][:, 0])),
-                "train_max_ms": 1e3 * float(samples["train"][:, 0].max()),
-                "predict_max_ms": 1e3 * float(samples["predict"][:, 0].max()),
-            }
-        )
+        records = [summarize_entry(entry, peak) for entry, _, _ in entries]
+        if on_repeat:
+            on_repeat(records)
     return records
+
+
+def summarize_entry(entry, peak):
+    """The record of one timed model: the minimum over its repeats so far, and throughput."""
+    flops = entry["forward_flops"]
+    samples = {mode: np.array(entry[mode]) for mode in ("train", "predict")}
+    (train, train_cpu), (predict, predict_cpu) = (
+        samples[mode].min(axis=0) for mode in ("train", "predict")
+    )
+    return {
+        **{key: value for key, value in entry.items() if key not in ("train", "predict")},
+        "repeats_done": len(samples["train"]),
+        "train_ms": 1e3 * train,
+        "predict_ms": 1e3 * predict,
+        "train_cpu_ms": 1e3 * train_cpu,
+        "predict_cpu_ms": 1e3 * predict_cpu,
+        "train_gflops": 3 * flops / train / 1e9,
+        "predict_gflops": flops / predict / 1e9,
+        "train_peak_fraction": 3 * flops / train / 1e9 / peak,
+        "first_call_overhead_s": entry["first_train_s"] - train,
+        "compile_s": entry["first_train_s"] - train if entry["jit_compile"] else None,
+        "first_predict_overhead_s": entry["first_predict_s"] - predict,
+        # every repeat near the minimum and far below the first call: no recompilation
+        "train_median_ms": 1e3 * float(np.median(samples["train"][:, 0])),
+        "train_max_ms": 1e3 * float(samples["train"][:, 0].max()),
+        "predict_max_ms": 1e3 * float(samples["predict"][:, 0].max()),
+    }
 
 
 def compare(records):

@@ -41,8 +41,9 @@ import keras
 
 from .. import VARIANTS
 from .cli import UsageError
+from .compare_runs import build_report, save, trial, trial_configs, trial_id, trial_label
 from .plot import plot
-from .report import markdown, summarize, write_results
+from .report import markdown
 from .specs import check_specs, parse_spec
 from .tasks import TASKS
 from .training import (  # noqa: F401  (re-exported: the names a trial and the tests use)
@@ -50,9 +51,12 @@ from .training import (  # noqa: F401  (re-exported: the names a trial and the t
     LAYER_NAME,
     Batches,
     build_model,
+    check_export_target,
+    export_path,
     held_out,
     train_run,
 )
+from .trials import TrialsError, read_records, run_trials
 
 #: The variants of the default run.
 DEFAULT_VARIANTS = ("lstm", "peephole", "cifg", "gru", BASELINE)
@@ -142,6 +146,38 @@ def configure(parser):
     )
     parser.add_argument(
         "--out", default="compare-out", help="output directory (default: %(default)s)"
+    )
+    trials = parser.add_argument_group(
+        "trials", "each (task, model, T, seed) run is one trial on Ray (docs/main-job.md)"
+    )
+    trials.add_argument(
+        "--address",
+        help="a Ray cluster's host:port to run the trials on (default: RAY_ADDRESS, else an "
+        "embedded Ray on this machine using every core)",
+    )
+    trials.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="skip the trials --out holds already (default: on; --no-resume starts afresh)",
+    )
+    trials.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of one trial; trials at once = cores / threads (default: %(default)s)",
+    )
+    trials.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.25,
+        help="the fraction of a GPU one trial takes where the node has a GPU "
+        "(default: %(default)s)",
+    )
+    trials.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the trials one after another in this process, without Ray",
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a smoke run of about 30 seconds")
@@ -345,10 +381,27 @@ def describe(config):
     )
 
 
+def check_exports(configs, out):
+    """Every export target of the run can be written (before any training)."""
+    for config in configs:
+        if config["export"]:
+            for spec in config["variants"]:
+                path = export_path(out, config["task"], max(config["lengths"]), spec)
+                try:
+                    check_export_target(path)
+                except ValueError as error:
+                    raise UsageError(f"--export: {error}") from None
+
+
 def run(args):
     configs = settings(args)
+    if args.threads < 1:
+        raise UsageError(f"--threads: must be a positive integer; received {args.threads}")
+    if not 0 <= args.gpus_per_trial <= 1:
+        raise UsageError(f"--gpus-per-trial: must be from 0 to 1; received {args.gpus_per_trial}")
     require_matplotlib()
     out = prepare_out(args.out)
+    check_exports(configs, out)
     first = configs[0]
     if not first["export"] and args.export is None:
         print(
@@ -358,47 +411,65 @@ def run(args):
         )
     for config in configs:
         print(f"compare: {describe(config)}; writing to {out}", flush=True)
-    report = {"tasks": {}}
-    plan = [
-        (config, spec, length, seed)
-        for config in configs
-        for seed in config["seeds"]
-        for length in config["lengths"]
-        for spec in config["variants"]
-    ]
-    begin, done = time.perf_counter(), 0
+    plan = trial_configs(configs, out)
+    number = {trial_id(config): n for n, config in enumerate(plan, 1)}
+    records = read_records(out) if args.resume else {}
+    skipped = sum(1 for config in plan if "result" in records.get(trial_id(config), {}))
+    if skipped:
+        print(f"compare: resuming: {skipped} of {len(plan)} runs are done already", flush=True)
+    begin = time.perf_counter()
+
+    def on_record(record):
+        records[record["id"]] = record
+        label = trial_label(record["config"])
+        text = (
+            f"[{number[record['id']]}/{len(plan)}] {label['task']} T={label['length']} "
+            f"{label['model']}, seed {label['seed']}"
+        )
+        if "error" in record:
+            print(f"{text}: FAILED: {record['error']}", flush=True)
+        else:
+            result = record["result"]
+            solved = result["solved_at_step"]
+            outcome = f"solved at step {solved}" if solved else "not solved"
+            print(f"{text}: {outcome}, {result['seconds']:.0f} s ({record['node']})", flush=True)
+            for failed in result.get("failures", ()):
+                print(f"{text}: {failed['stage']} failed: {failed['error']}", flush=True)
+        save(out, build_report(configs, plan, records))
+
     try:
-        for number, (config, spec, length, seed) in enumerate(plan, 1):
-            entry = report["tasks"].setdefault(
-                config["task"], {"settings": config, "results": [], "runs": []}
-            )
-            label = f"[{number}/{len(plan)}] {config['task']} T={length} {spec}, seed {seed}"
-            print(label, flush=True)
-            start = time.perf_counter()
-            record = train_run(config, spec, length, seed, out, seed == config["seeds"][0])
-            entry["runs"].append(record)
-            entry["results"] = summarize(entry["runs"])
-            write_results(out, report)
-            done += 1
-            outcome = (
-                f"solved at step {record['solved_at_step']}"
-                if record["solved_at_step"]
-                else "not solved"
-            )
-            print(f"{label}: {outcome}, {time.perf_counter() - start:.0f} s", flush=True)
+        run_trials(
+            trial,
+            plan,
+            out,
+            address=args.address,
+            resume=args.resume,
+            threads=args.threads,
+            gpus=args.gpus_per_trial or None,
+            engine="inline" if args.in_process else "ray",
+            on_record=on_record,
+        )
+    except TrialsError as error:
+        raise UsageError(str(error)) from None
     except KeyboardInterrupt:
-        for entry in report["tasks"].values():
-            entry["results"] = summarize(entry["runs"])
-        write_results(out, report)
+        report = build_report(configs, plan, read_records(out))
+        save(out, report)
+        done = sum(len(entry["runs"]) for entry in report["tasks"].values())
         print(
-            f"compare: interrupted after {done} of {len(plan)} runs; "
-            f"the finished runs are in {os.path.join(out, 'results.json')}",
+            f"compare: interrupted after {done} of {len(plan)} runs; the finished runs are in "
+            f"{os.path.join(out, 'results.json')} (run again to resume)",
             file=sys.stderr,
             flush=True,
         )
         print(f"\n{markdown(report)}\n", flush=True)
         return 130
-    plot(report, os.path.join(out, "compare.png"))
+    report = build_report(configs, plan, read_records(out))
+    try:
+        plot(report, os.path.join(out, "compare.png"))
+    except Exception as error:  # the results are kept whatever the picture hit
+        report["failed"].append({"stage": "plot", "error": f"{type(error).__name__}: {error}"})
+        print(f"compare: plot failed: {type(error).__name__}: {error}", flush=True)
+    save(out, report)
     print(f"\n{markdown(report)}\n")
     print(f"plot: {os.path.join(out, 'compare.png')}")
     if first["export"]:
@@ -407,4 +478,12 @@ def run(args):
         print(f"TensorBoard (first seed): tensorboard --logdir {os.path.join(out, 'tensorboard')}")
     minutes = (time.perf_counter() - begin) / 60
     print(f"compare: done in {math.floor(minutes)} min {60 * (minutes % 1):.0f} s")
-    return 0
+    failures = report["failed"] + [
+        failure
+        for entry in report["tasks"].values()
+        for run_record in entry["runs"]
+        for failure in run_record.get("failures", ())
+    ]
+    if failures:
+        print(f"compare: {len(failures)} failure(s), listed in results.json", file=sys.stderr)
+    return 1 if failures else 0

@@ -33,6 +33,7 @@ experiment state (Tune's) to keep consistent with that file; a study that wants 
 spaces draws its configs with them and runs them here.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -132,25 +133,62 @@ def check_address(address, timeout=5.0):
 
 def start_ray(address, threads, cpus=None):
     """Connect to the cluster at ``address`` (or ``RAY_ADDRESS``), or start an embedded Ray
-    here: every core, no dashboard, workers' threads set by :func:`thread_env`."""
-    try:
-        import ray
-    except ImportError:
-        raise TrialsError(f"the trials run on Ray, which is not installed: {INSTALL}") from None
-    env = {"env_vars": thread_env(threads)}
+    here: every core, no dashboard, every server bound to 127.0.0.1 (:func:`_loopback_only`),
+    workers' threads set by :func:`thread_env`."""
     address = address or os.environ.get("RAY_ADDRESS")
-    if address and address != "local":
-        check_address(address)
-        ray.init(address=address, runtime_env=env, log_to_driver=False)
-    else:
-        ray.init(
-            address="local",
-            num_cpus=cpus or len(os.sched_getaffinity(0)),
-            include_dashboard=False,
-            runtime_env=env,
-            log_to_driver=False,
-        )
+    local = not address or address == "local"
+    with _loopback_only(local):
+        try:
+            import ray
+        except ImportError:
+            raise TrialsError(f"the trials run on Ray, which is not installed: {INSTALL}") from None
+        env = {"env_vars": thread_env(threads)}
+        if not local:
+            check_address(address)
+            ray.init(address=address, runtime_env=env, log_to_driver=False)
+        else:
+            ray.init(
+                address="local",
+                num_cpus=cpus or len(os.sched_getaffinity(0)),
+                include_dashboard=False,
+                runtime_env=env,
+                log_to_driver=False,
+            )
     return ray
+
+
+@contextlib.contextmanager
+def _loopback_only(local):
+    """While an embedded Ray starts: its node address is 127.0.0.1, so its GCS, raylet,
+    object manager, agents and workers listen on the loopback interface only. Ray does this
+    by itself where it does not expect a cluster (macOS, Windows); the switch is Ray's
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (read at import, and by the processes Ray
+    starts, which inherit it)."""
+    if not local:
+        yield
+        return
+    saved = os.environ.get(_NO_CLUSTER)
+    os.environ[_NO_CLUSTER] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    saved_constant = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    if constants is not None:  # Ray imported already: its constant is read at each call
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(_NO_CLUSTER, None)
+        else:
+            os.environ[_NO_CLUSTER] = saved
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None:  # as Ray would have read it without the switch
+            default = sys.platform not in ("darwin", "win32")
+            if saved_constant is None:
+                saved_constant = default if saved is None else saved.lower() in ("1", "true")
+            constants.ENABLE_RAY_CLUSTER = saved_constant
+
+
+_NO_CLUSTER = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class Progress:
