@@ -418,6 +418,8 @@ def test_the_command_end_to_end_resumes_and_extends(tmp_path, capsys):
         (["--threads", "0"], "--threads"),
         (["--gpus-per-trial", "2"], "--gpus-per-trial"),
         (["--address", "127.0.0.1:1"], "--address 127.0.0.1:1"),
+        # num_heads must divide every drawn size: 4 heads do not divide 3 or 5 units
+        (["--variants", "slstm+num_heads=4,slstm"], "slstm+num_heads=4"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_option(arguments, option, capsys, tmp_path):
@@ -448,3 +450,28 @@ def test_study_on_ray_equals_the_trials_in_process(tmp_path, capsys):
         ray_result, inline_result = record["result"], inline[variant]["result"]
         assert ray_result["history"] == pytest.approx(inline_result["history"], rel=1e-5)
         assert ray_result["metric"] == pytest.approx(inline_result["metric"], rel=1e-5)
+
+
+def test_the_command_line_space():
+    parser = cli.build_parser()
+    args = parser.parse_args(["study", "--optimizer", "sgd"])
+    assert study.space_from(args) == GREFF_SGD  # the paper's optimizer and ranges
+    args = parser.parse_args(
+        [
+            "study",
+            "--optimizer",
+            "sgd",
+            "--units-range",
+            "4,8",
+            "--batch-sizes",
+            "16",
+            "--noise-range",
+            "0,0.5",
+            "--learning-rate-range",
+            "1e-3,1e-2",
+        ]
+    )
+    space = study.space_from(args)
+    assert (space.units, space.batch_sizes, space.input_noise) == ((4, 8), (16,), (0, 0.5))
+    assert space.learning_rate == (1e-3, 1e-2) and space.optimizer == "sgd"
+    assert study.space_from(parser.parse_args(["study"])) == DEFAULT_SPACE
