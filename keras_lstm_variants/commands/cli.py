@@ -24,6 +24,10 @@ COMMANDS = {
         "keras_lstm_variants.commands.bench",
         "time every variant against the stock Keras layers",
     ),
+    "study": (
+        "keras_lstm_variants.commands.study",
+        "Greff et al.'s random-search study of the variants, with its statistics",
+    ),
 }
 
 
