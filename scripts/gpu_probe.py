@@ -13,7 +13,8 @@ input, median of R (default 30) calls after warm-up, interleaved. Run with
 
 ``python3 scripts/gpu_probe.py keras`` (``KERAS_BACKEND=jax``) times our LSTM and GRU layers
 in Keras models (``train_on_batch`` / ``predict_on_batch``, ``jit_compile=True``, the bench's
-models) with ``kernels.jax_scan.ACCELERATOR_UNROLL`` = 1, 4, 8 and 16, interleaved, minimum of R calls.
+models) with ``kernels.jax_scan.ACCELERATOR_UNROLL`` = 1, 4, 8 and 16, interleaved, minimum of R
+calls.
 """
 
 import functools
