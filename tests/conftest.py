@@ -78,24 +78,3 @@ def pytest_collection_modifyitems(config, items):
             why = marker.args[0] if marker.args else "TensorFlow-only"
             item.add_marker(pytest.mark.skip(reason=f"{why} (KERAS_BACKEND={BACKEND})"))
 
-
-if BACKEND == "torch":
-    import torch
-
-    _tensor_array = torch.Tensor.__array__
-
-    # Still needed by test files outside the kernels' (test_layers, test_cells, test_options,
-    # test_minimal, test_xlstm, test_greff: about 150 tests compare layer outputs that require
-    # grad with NumPy directly); test_fast_path, test_eager_path and test_kernels pass without
-    # it (they convert with keras.ops.convert_to_numpy).
-    def _detached_array(self, dtype=None, copy=None):
-        """NumPy's view of a tensor that requires grad: its detached value (test-side only, so
-        the suite's ``np.testing`` comparisons read Keras's torch outputs as they read TF's);
-        bfloat16, which NumPy lacks, as its exact float32 value."""
-        tensor = self.detach().cpu()
-        if tensor.dtype == torch.bfloat16:
-            tensor = tensor.float()
-        array = _tensor_array(tensor, dtype)
-        return array.copy() if copy else array
-
-    torch.Tensor.__array__ = _detached_array

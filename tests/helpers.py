@@ -34,6 +34,16 @@ CASES = {
 }
 
 
+def to_numpy(value):
+    """``value`` (a tensor, or a list, tuple or dict of them; ``None`` stays ``None``) as NumPy
+    arrays: ``keras.ops.convert_to_numpy`` on every leaf. Tests read results through it, since
+    ``np.asarray`` cannot read every backend's tensors: on torch a result that requires grad or
+    lives on a GPU refuses (``convert_to_numpy`` detaches it and copies it to the CPU)."""
+    return keras.tree.map_structure(
+        lambda leaf: None if leaf is None else keras.ops.convert_to_numpy(leaf), value
+    )
+
+
 def float32_tolerance(rtol, atol):
     """``assert_allclose`` tolerances for float32 against a stepped oracle: as given, and
     ``rtol=1e-4, atol=1e-4`` at the least where the torch backend runs on a GPU. There,

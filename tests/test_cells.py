@@ -23,6 +23,7 @@ from helpers import (
     make_layer,
     randomize,
     reference_step,
+    to_numpy,
 )
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
@@ -49,7 +50,7 @@ def test_sequence_matches_reference(case, path):
     layer = build_sequence_layer(case, path)
     weights = randomize(layer)
     x, states = data(case)
-    outputs, *final = layer(x, initial_state=states)
+    outputs, *final = to_numpy(layer(x, initial_state=states))
     expected, expected_final = reference.run(reference_step(case, weights), x, states)
     np.testing.assert_allclose(outputs, expected, **TOLERANCE)
     assert len(final) == len(expected_final)
@@ -75,7 +76,7 @@ def test_gates_match_reference(case):
     cell.build((BATCH, FEATURES))
     weights = randomize(cell)
     x, states = data(case)
-    gates, new_states = cell.gates(x[:, 0], states)
+    gates, new_states = to_numpy(cell.gates(x[:, 0], states))
     expected_gates, expected_states = reference_step(case, weights)(x[:, 0], states)
     assert tuple(gates) == cell.gate_names
     assert set(gates) == set(expected_gates)
@@ -105,11 +106,11 @@ def test_swapped_gate_order_is_detected(case, count, a, b):
     layer = build_sequence_layer(case, "layer")
     weights = randomize(layer)
     x, states = data(case)
-    outputs = layer(x, initial_state=states)[0]
+    outputs = to_numpy(layer(x, initial_state=states)[0])
     expected = reference.run(reference_step(case, weights), x, states)[0]
     swapped = reference.run(reference_step(case, swap_blocks(weights, count, a, b)), x, states)[0]
     np.testing.assert_allclose(outputs, expected, **TOLERANCE)
-    assert np.abs(np.asarray(outputs) - swapped).max() > 1e-2
+    assert np.abs(outputs - swapped).max() > 1e-2
 
 
 def test_peephole_cell_without_peepholes_is_lstm():
@@ -119,7 +120,9 @@ def test_peephole_cell_without_peepholes_is_lstm():
     lstm.set_weights(randomize(peephole))
     x, states = data("lstm")
     for ours, theirs in zip(
-        peephole(x, initial_state=states), lstm(x, initial_state=states), strict=True
+        to_numpy(peephole(x, initial_state=states)),
+        to_numpy(lstm(x, initial_state=states)),
+        strict=True,
     ):
         np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
 
@@ -191,12 +194,12 @@ def record_masks(cell):
 
     def dropout(step):
         mask = get_dropout(step)
-        records["dropout"].append(np.asarray(mask))
+        records["dropout"].append(to_numpy(mask))
         return mask
 
     def recurrent(step):
         mask = get_recurrent(step)
-        records["recurrent"].append(np.asarray(mask))
+        records["recurrent"].append(to_numpy(mask))
         return mask
 
     cell.get_dropout_mask, cell.get_recurrent_dropout_mask = dropout, recurrent
@@ -218,7 +221,7 @@ def test_dropout_masks_are_fixed_per_sequence(case, path):
     weights = randomize(layer)
     x, states = data(case)
     records = record_masks(layer.cell)
-    outputs, *final = layer(x, initial_state=states, training=True)
+    outputs, *final = to_numpy(layer(x, initial_state=states, training=True))
     for name, masks in records.items():
         assert masks, f"no {name} mask was requested"
         for mask in masks:
@@ -240,11 +243,11 @@ def test_dropout_new_masks_per_call_and_off_at_inference(case):
     plain.set_weights(randomize(layer))
     x, states = data(case)
     records = record_masks(layer.cell)
-    first = layer(x, initial_state=states, training=True)[0]
-    second = layer(x, initial_state=states, training=True)[0]
+    first = to_numpy(layer(x, initial_state=states, training=True)[0])
+    second = to_numpy(layer(x, initial_state=states, training=True)[0])
     assert not np.array_equal(records["dropout"][0], records["dropout"][-1])
     assert not np.array_equal(records["recurrent"][0], records["recurrent"][-1])
-    assert np.abs(np.asarray(first) - np.asarray(second)).max() > 1e-3
-    inference = layer(x, initial_state=states, training=False)
-    for ours, theirs in zip(inference, plain(x, initial_state=states), strict=True):
+    assert np.abs(first - second).max() > 1e-3
+    inference = to_numpy(layer(x, initial_state=states, training=False))
+    for ours, theirs in zip(inference, to_numpy(plain(x, initial_state=states)), strict=True):
         np.testing.assert_array_equal(ours, theirs)

@@ -17,6 +17,7 @@ from helpers import (
     padding_mask,
     randomize,
     run_with_gradients,
+    to_numpy,
     xla_training,
 )
 
@@ -98,14 +99,14 @@ def test_stateful_equals_keras_layer(case):
     ours = build(make_layer(case, stateful=True, return_sequences=True), x)
     theirs = build(keras_twin(case, stateful=True, return_sequences=True), x)
     theirs.set_weights(randomize(ours))
-    first_outputs = ours(x)
-    np.testing.assert_allclose(first_outputs, theirs(x), **TOLERANCE)
-    np.testing.assert_allclose(ours(second), theirs(second), **TOLERANCE)
+    first_outputs = to_numpy(ours(x))
+    np.testing.assert_allclose(first_outputs, to_numpy(theirs(x)), **TOLERANCE)
+    np.testing.assert_allclose(to_numpy(ours(second)), to_numpy(theirs(second)), **TOLERANCE)
     assert len(ours.states) == len(theirs.states)
     for a, b in zip(ours.states, theirs.states, strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
     ours.reset_state()
-    np.testing.assert_allclose(ours(x), first_outputs, **TOLERANCE)
+    np.testing.assert_allclose(to_numpy(ours(x)), first_outputs, **TOLERANCE)
 
 
 @pytest.mark.parametrize("case", KERAS_CASES)
@@ -123,8 +124,8 @@ def test_masking_bidirectional_stack_equals_keras(case):
     theirs.set_weights(randomize(ours))
     x, _ = data(case)
     x[padding_mask() == 0] = 0.0
-    results = ours(x)
-    for a, b in zip(results, theirs(x), strict=True):
+    results = to_numpy(ours(x))
+    for a, b in zip(results, to_numpy(theirs(x)), strict=True):
         np.testing.assert_allclose(a, b, **TOLERANCE)
 
 
@@ -146,7 +147,7 @@ def test_trained_keras_lstm_loads_into_lstm():
     assert history[-1] < history[0]
     ours = model(klv.LSTM(8))
     ours.set_weights(trained.get_weights())
-    np.testing.assert_allclose(ours(x), trained(x), **TOLERANCE)
+    np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(trained(x)), **TOLERANCE)
 
 
 # ------------------------------------------- the layers' own loop == RNN(cell)
@@ -189,7 +190,7 @@ def test_wrappers_and_keras_file_round_trip(case, tmp_path):
     model = wrapper_model(case)
     randomize(model)
     x, _ = data(case)
-    outputs = [np.asarray(o) for o in model(x)]
+    outputs = to_numpy(model(x))
     shapes = [(BATCH, TIME, UNITS), (BATCH, 2 * UNITS), (BATCH, TIME, 2 * UNITS), (BATCH, UNITS)]
     assert [o.shape for o in outputs] == shapes
     assert all(np.isfinite(o).all() for o in outputs)
@@ -200,7 +201,7 @@ def test_wrappers_and_keras_file_round_trip(case, tmp_path):
     for before, after in zip(model.layers, loaded.layers, strict=True):
         assert type(before) is type(after)
         assert [w.shape for w in before.weights] == [w.shape for w in after.weights]
-    for before, after in zip(outputs, loaded(x), strict=True):
+    for before, after in zip(outputs, to_numpy(loaded(x)), strict=True):
         np.testing.assert_array_equal(before, after)
 
 
@@ -248,9 +249,13 @@ def test_config_round_trip(case):
     build(layer, x)
     build(clone, x)
     clone.set_weights(randomize(layer))
-    np.testing.assert_array_equal(layer(x, initial_state=states), clone(x, initial_state=states))
+    np.testing.assert_array_equal(
+        to_numpy(layer(x, initial_state=states)), to_numpy(clone(x, initial_state=states))
+    )
     cell_clone.set_weights(randomize(cell))
-    np.testing.assert_array_equal(cell(x[:, 0], states)[0], cell_clone(x[:, 0], states)[0])
+    np.testing.assert_array_equal(
+        to_numpy(cell(x[:, 0], states)[0]), to_numpy(cell_clone(x[:, 0], states)[0])
+    )
 
 
 @pytest.mark.parametrize("case", VARIANT_CASES)
@@ -261,7 +266,7 @@ def test_jit_compile_training(case):
     layer = build(make_layer(case, return_sequences=True), x)
     randomize(layer)
     before = [w.copy() for w in layer.get_weights()]
-    eager = np.asarray(layer(x, initial_state=states))
+    eager = to_numpy(layer(x, initial_state=states))
     compiled, losses = xla_training(layer, x, states, target=0.0)
     np.testing.assert_allclose(compiled, eager, **TOLERANCE)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
@@ -280,6 +285,6 @@ def test_mixed_precision(case, policy):
     assert mixed.cell.compute_dtype == policy.compute_dtype
     assert all(w.dtype == "float32" for w in mixed.weights)
     results = mixed(x, initial_state=states)
-    for low, high in zip(results, full(x, initial_state=states), strict=True):
+    for low, high in zip(results, to_numpy(full(x, initial_state=states)), strict=True):
         assert keras.backend.standardize_dtype(low.dtype) == policy.compute_dtype
-        np.testing.assert_allclose(np.asarray(low, dtype="float32"), high, atol=5e-2)
+        np.testing.assert_allclose(to_numpy(low).astype("float32"), high, atol=5e-2)

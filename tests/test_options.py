@@ -26,6 +26,7 @@ from helpers import (
     padding_mask,
     rng,
     setter,
+    to_numpy,
     xla,
 )
 
@@ -140,7 +141,7 @@ def test_sequence_matches_reference(kind, option, path):
     weights = randomize(layer)
     x, states = make_data(options)
     mask = padding_mask()
-    outputs, *final = layer(x, initial_state=states, mask=mask)
+    outputs, *final = to_numpy(layer(x, initial_state=states, mask=mask))
     expected, expected_final = reference.run(oracle(kind, options, weights), x, states, mask=mask)
     assert outputs.shape == (BATCH, TIME, options.get("proj_units") or UNITS)
     np.testing.assert_allclose(outputs, expected, **TOLERANCE)
@@ -178,7 +179,7 @@ def test_gates_match_reference(kind):
     cell.build((BATCH, FEATURES))
     weights = randomize(cell)
     x, states = make_data(options)
-    gates, new_states = cell.gates(x[:, 0], states)
+    gates, new_states = to_numpy(cell.gates(x[:, 0], states))
     expected_gates, expected_states = oracle(kind, options, weights)(x[:, 0], states)
     assert tuple(gates) == cell.gate_names
     for name, gate in gates.items():
@@ -218,7 +219,7 @@ def test_gru_matches_reference(option):
     assert len(weights) == (7 if options.get("layer_norm") else 3)
     x, (h, _) = make_data({})
     mask = padding_mask()
-    outputs, final = layer(x, initial_state=[h], mask=mask)
+    outputs, final = to_numpy(layer(x, initial_state=[h], mask=mask))
     expected, (expected_final,) = reference.run(gru_oracle(options, weights), x, [h], mask=mask)
     np.testing.assert_allclose(outputs, expected, **TOLERANCE)
     np.testing.assert_allclose(final, expected_final, **TOLERANCE)
@@ -296,8 +297,8 @@ def test_greff_takes_the_options_through_the_hooks(variant, kind):
     x, states = make_data(options)
     mask = padding_mask()
     for a, b in zip(
-        greff(x, initial_state=states, mask=mask),
-        ours(x, initial_state=states, mask=mask),
+        to_numpy(greff(x, initial_state=states, mask=mask)),
+        to_numpy(ours(x, initial_state=states, mask=mask)),
         strict=True,
     ):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
@@ -309,7 +310,7 @@ def test_mixed_precision_with_every_option():
     x, states = make_data(options)
     full = sequence_layer("peephole", options)
     weights = randomize(full)
-    expected = np.asarray(full(x, initial_state=states)[0])
+    expected = to_numpy(full(x, initial_state=states)[0])
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         half = sequence_layer("peephole", options)
@@ -318,7 +319,7 @@ def test_mixed_precision_with_every_option():
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert keras.backend.standardize_dtype(outputs.dtype) == "float16"
-    np.testing.assert_allclose(np.asarray(outputs, dtype="float32"), expected, atol=2e-2)
+    np.testing.assert_allclose(to_numpy(outputs).astype("float32"), expected, atol=2e-2)
 
 
 # --------------------------------------------------------------------------- zoneout
@@ -332,8 +333,9 @@ def record_zoneout(monkeypatch):
     def recording(new, previous, rate, training, cell, keep=None):
         result = real(new, previous, rate, training, cell, keep)
         if rate > 0:
-            kept = np.asarray(result) == np.asarray(previous)
-            assert np.all(kept | (np.asarray(result) == np.asarray(new))), "d must be 0 or 1"
+            result_, previous_, new_ = to_numpy((result, previous, new))
+            kept = result_ == previous_
+            assert np.all(kept | (result_ == new_)), "d must be 0 or 1"
             records.append(kept.astype("float64"))
         return result
 
@@ -369,9 +371,9 @@ def test_zoneout_training_matches_reference_with_its_masks(kind, path, unroll, m
                 layer(x, initial_state=states, mask=mask, training=True)
             return
         with jax.disable_jit():  # the scan runs step by step, so the masks can be recorded
-            outputs, *final = layer(x, initial_state=states, mask=mask, training=True)
+            outputs, *final = to_numpy(layer(x, initial_state=states, mask=mask, training=True))
     else:
-        outputs, *final = layer(x, initial_state=states, mask=mask, training=True)
+        outputs, *final = to_numpy(layer(x, initial_state=states, mask=mask, training=True))
     # h then c at every step (TensorFlow's loop first calls the step once to learn its shapes)
     assert len(records) in (2 * TIME, 2 * TIME + 2)
     d_h, d_c = records[-2 * TIME :: 2], records[-2 * TIME + 1 :: 2]
@@ -396,7 +398,7 @@ def zoneout_h_masks(layer, run):
     options = {"zoneout": layer.cell.zoneout}
     weights = randomize(layer)
     x, states = make_data(options, batch=8)
-    outputs = np.asarray(run(x, *states)[0], dtype=np.float64)
+    outputs = to_numpy(run(x, *states)[0]).astype(np.float64)
     step = oracle("lstm", options, weights, zoneout_d=(0.0, 0.0))
     h, c = (s.astype(np.float64) for s in states)
     masks = []
@@ -458,10 +460,10 @@ def test_zoneout_is_seeded_and_fresh_per_call():
     weights = randomize(first)
     second.set_weights(weights)
     other.set_weights(weights)
-    a = np.asarray(first(x, initial_state=states, training=True)[0])
-    np.testing.assert_array_equal(a, second(x, initial_state=states, training=True)[0])
-    assert np.abs(a - np.asarray(other(x, initial_state=states, training=True)[0])).max() > 1e-4
-    again = np.asarray(first(x, initial_state=states, training=True)[0])
+    a = to_numpy(first(x, initial_state=states, training=True)[0])
+    np.testing.assert_array_equal(a, to_numpy(second(x, initial_state=states, training=True)[0]))
+    assert np.abs(a - to_numpy(other(x, initial_state=states, training=True)[0])).max() > 1e-4
+    again = to_numpy(first(x, initial_state=states, training=True)[0])
     assert np.abs(a - again).max() > 1e-4, "new masks at every call"
 
 
@@ -519,7 +521,9 @@ def test_options_off_lstm_equals_keras():
     keras_lstm.set_weights(randomize(ours))
     x, states = make_data({})
     for a, b in zip(
-        ours(x, initial_state=states), keras_lstm(x, initial_state=states), strict=True
+        to_numpy(ours(x, initial_state=states)),
+        to_numpy(keras_lstm(x, initial_state=states)),
+        strict=True,
     ):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
@@ -727,7 +731,7 @@ def test_weights_from_torch_lstm_equal_torch(proj_size):
         layer.set_weights(
             klv.weights_from_torch_lstm(state_dict if k else numpy_dict, layer_index=k)
         )
-        h, h_k, c_k = layer(h, initial_state=[h0[k], c0[k]])
+        h, h_k, c_k = to_numpy(layer(h, initial_state=[h0[k], c0[k]]))
         np.testing.assert_allclose(h_k, h_n[k].numpy(), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(c_k, c_n[k].numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(h, expected.numpy(), rtol=1e-5, atol=1e-5)
