@@ -25,6 +25,7 @@ from helpers import (
     padding_mask,
     rng,
     setter,
+    to_numpy,
 )
 
 import keras_lstm_variants as klv
@@ -105,7 +106,7 @@ def test_cell_step_matches_the_paper(name, log_space):
     cell.build((BATCH, FEATURES))
     weights = random_weights(cell)
     x, h_0 = inputs()
-    gates, (h,) = cell.gates(x[:, 0], [h_0])
+    gates, (h,) = to_numpy(cell.gates(x[:, 0], [h_0]))
     expected_gates, (expected_h,) = oracle_step(name, weights, log_space)(x[:, 0], (h_0,))
     assert tuple(gates) == cell.gate_names == tuple(expected_gates)
     for gate in gates:
@@ -127,7 +128,7 @@ def test_both_paths_match_the_paper(name, log_space, masked, go_backwards):
         oracle_step(name, weights, log_space), x, (h_0,), go_backwards=go_backwards, mask=mask
     )
     for layer in (scan, step):
-        outputs, h = layer(x, initial_state=[h_0], mask=mask)
+        outputs, h = to_numpy(layer(x, initial_state=[h_0], mask=mask))
         np.testing.assert_allclose(outputs, expected, **TOLERANCE)
         np.testing.assert_allclose(h, expected_h, **TOLERANCE)
 
@@ -141,7 +142,7 @@ def test_log_space_layer_equals_the_papers_parallel_code(name):
     kernel, bias = random_weights(layer)
     x, h_0 = inputs(dtype="float64", positive_state=True)
     expected = PARALLEL[name](x, h_0, kernel, bias)
-    outputs = layer(x, initial_state=[h_0])
+    outputs = to_numpy(layer(x, initial_state=[h_0]))
     np.testing.assert_allclose(outputs, expected, **float64_tolerance(1e-12, 1e-12))
 
 
@@ -156,7 +157,7 @@ def test_the_oracle_detects_swapped_blocks():
     step = functools.partial(reference.min_lstm_step, kernel=kernel[:, swap], bias=bias[swap])
     swapped = reference.run(step, x, (h_0,))[0]
     expected = reference.run(oracle_step("minlstm", [kernel, bias], True), x, (h_0,))[0]
-    outputs = np.asarray(layer(x, initial_state=[h_0]))
+    outputs = to_numpy(layer(x, initial_state=[h_0]))
     np.testing.assert_allclose(outputs, expected, **TOLERANCE)
     assert np.abs(outputs - swapped).max() > 1e-2
 
@@ -276,17 +277,18 @@ def test_input_dropout_one_mask_per_sequence(name):
 
     def recording(step_input):
         mask = original(step_input)
-        records.append(np.asarray(mask))
+        records.append(to_numpy(mask))
         return mask
 
     layer.cell.get_dropout_mask = recording
-    outputs = np.asarray(layer(x, initial_state=[h_0], training=True))
+    outputs = to_numpy(layer(x, initial_state=[h_0], training=True))
     assert records and all(np.array_equal(m, records[0]) for m in records)
     assert set(np.unique(records[0])) == {0.0, 2.0}
     expected = reference.run(oracle_step(name, weights, True), x, (h_0,), input_mask=records[0])[0]
     np.testing.assert_allclose(outputs, expected, **TOLERANCE)
     plain = reference.run(oracle_step(name, weights, True), x, (h_0,))[0]
-    np.testing.assert_allclose(layer(x, initial_state=[h_0], training=False), plain, **TOLERANCE)
+    inference = to_numpy(layer(x, initial_state=[h_0], training=False))
+    np.testing.assert_allclose(inference, plain, **TOLERANCE)
 
 
 # ------------------------------------------------------------------ the contract
@@ -296,11 +298,11 @@ def test_stateful_carries_the_state_like_the_cell(name):
     x, _ = inputs()
     second, _ = inputs(seed=2)
     for batch in (x, second):
-        np.testing.assert_allclose(scan(batch), step(batch), **TOLERANCE)
+        np.testing.assert_allclose(to_numpy(scan(batch)), to_numpy(step(batch)), **TOLERANCE)
     np.testing.assert_allclose(scan.states[0], step.states[0], **TOLERANCE)
     scan.reset_state()
     step.reset_state()
-    np.testing.assert_allclose(scan(x), step(x), **TOLERANCE)
+    np.testing.assert_allclose(to_numpy(scan(x)), to_numpy(step(x)), **TOLERANCE)
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -320,7 +322,7 @@ def test_wrappers_stacks_and_saving(name, tmp_path):
     path = os.path.join(tmp_path, "model.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-6, atol=1e-6)
     config = layer.get_config()
     assert config["log_space"] is False and "recurrent_dropout" not in config
     assert LAYERS[name].from_config(config).get_config() == config
@@ -334,7 +336,7 @@ def test_trains_under_jit_compile(name):
     model = keras.Sequential([keras.Input((TIME, FEATURES)), layer, keras.layers.Dense(1)])
     random_weights(model)
     model.compile("adam", "mse", jit_compile=True)
-    np.testing.assert_allclose(model.predict_on_batch(x), model(x), **TOLERANCE)
+    np.testing.assert_allclose(model.predict_on_batch(x), to_numpy(model(x)), **TOLERANCE)
     history = model.fit(x, np.ones((BATCH, TIME, 1)), epochs=3, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert history.history["loss"][-1] < history.history["loss"][0]
@@ -345,8 +347,8 @@ def test_mixed_precision(name):
     """mixed_float16: float16 outputs; the scan runs in float32 and agrees with the cell."""
     x, h_0 = inputs()
     scan, step, _ = pair(name, True, dtype="mixed_float16")
-    outputs, h = scan(x, initial_state=[h_0])
-    expected, expected_h = step(x, initial_state=[h_0])
+    outputs, h = to_numpy(scan(x, initial_state=[h_0]))
+    expected, expected_h = to_numpy(step(x, initial_state=[h_0]))
     assert keras.backend.standardize_dtype(outputs.dtype) == "float16"
     np.testing.assert_allclose(outputs, expected, rtol=1e-2, atol=1e-2)
     np.testing.assert_allclose(h, expected_h, rtol=1e-2, atol=1e-2)
