@@ -15,6 +15,7 @@ from helpers import (
     float64_tolerance,
     run_with_gradients,
     setter,
+    to_numpy,
     xla_training,
 )
 
@@ -107,7 +108,7 @@ def test_sequence_matches_reference(case, path, scenario):
     x, states = data(case, dtype="float64")
     layer.build(x.shape)
     step = oracle(case, randomize(layer))
-    outputs, *final = layer(x, initial_state=states, mask=mask)
+    outputs, *final = to_numpy(layer(x, initial_state=states, mask=mask))
     expected, expected_final = reference.run(
         step, x, states, mask=mask, go_backwards=options.get("go_backwards", False)
     )
@@ -141,7 +142,7 @@ def test_stabilizer_is_invisible(case):
     x, states = data(case, dtype="float64")
     layer.build(x.shape)
     weights = randomize(layer)
-    outputs, *final = (np.asarray(r) for r in layer(x, initial_state=states))
+    outputs, *final = to_numpy(layer(x, initial_state=states))
     cell_class, arguments = CASES[case]
     d = UNITS // layer.num_heads
     scale = np.exp(states[3])  # true memory = stored memory * exp(m), per unit / per head
@@ -177,7 +178,7 @@ def test_traced_gates_are_the_stabilized_gates(case):
     step = oracle(case, randomize(layer))
     trace = klv.trace_gates(model, x)[layer.name]
     assert list(trace)[: len(layer.cell.gate_names)] == list(layer.cell.gate_names)
-    state = tuple(np.asarray(s, np.float64) for s in layer.get_initial_state(BATCH))
+    state = tuple(s.astype(np.float64) for s in to_numpy(layer.get_initial_state(BATCH)))
     for t in range(TIME):
         gates, state = step(x[:, t].astype(np.float64), state)
         for name in layer.cell.gate_names:
@@ -292,8 +293,8 @@ def test_parallel_fully_masked_row_keeps_the_state():
     layer.build(x.shape)
     stepped.build(x.shape)
     stepped.set_weights(randomize(layer))
-    ours = layer(x, initial_state=states, mask=mask)
-    theirs = stepped(x, initial_state=states, mask=mask)
+    ours = to_numpy(layer(x, initial_state=states, mask=mask))
+    theirs = to_numpy(stepped(x, initial_state=states, mask=mask))
     leading = (
         np.broadcast_to(states[0][2], ours[0][2].shape)
         if reference.LEADING_OUTPUT_IS_STATE
@@ -316,8 +317,10 @@ def test_stateful_chunks_equal_one_pass(case):
     whole.build(x.shape)
     chunked.build(x.shape)
     chunked.set_weights(randomize(whole))
-    pieces = [chunked(x[:, t : t + 4]) for t in range(0, 12, 4)]
-    np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole(x), rtol=1e-5, atol=1e-6)
+    pieces = [to_numpy(chunked(x[:, t : t + 4])) for t in range(0, 12, 4)]
+    np.testing.assert_allclose(
+        np.concatenate(pieces, axis=1), to_numpy(whole(x)), rtol=1e-5, atol=1e-6
+    )
 
 
 # ------------------------------------------------------------------------ long sequences
@@ -346,7 +349,7 @@ def test_ten_thousand_steps_of_large_inputs_stay_finite(case):
     )
     layer.build(x.shape)
     weights = randomize(layer)
-    outputs, *final = (np.asarray(r) for r in graph(layer)(x))
+    outputs, *final = to_numpy(graph(layer)(x))
     assert np.isfinite(outputs).all() and all(np.isfinite(s).all() for s in final)
     assert np.abs(x @ weights[0]).max() > 100  # exp of that overflows float32
     if case.startswith("s"):
@@ -356,7 +359,9 @@ def test_ten_thousand_steps_of_large_inputs_stay_finite(case):
     chunked.build(x.shape)
     chunked.set_weights(layer.get_weights())
     step = graph(chunked)
-    pieces = np.concatenate([step(x[:, t : t + 1000]) for t in range(0, time, 1000)], axis=1)
+    pieces = np.concatenate(
+        [to_numpy(step(x[:, t : t + 1000])) for t in range(0, time, 1000)], axis=1
+    )
     assert np.isfinite(pieces).all()
     for ours, theirs in zip(chunked.states[1:], final[1:], strict=True):  # C, n, m
         np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-3 * np.abs(theirs).max())
@@ -400,7 +405,7 @@ def test_slstm_equals_official_vanilla_slstm(num_heads):
         official.recurrent_kernel[:] = torch.tensor(recurrent_kernel.reshape(num_heads, d, 4, d))
         official.bias[:] = torch.tensor(bias.reshape(4, num_heads, d).transpose(1, 0, 2))
     for initial in (None, states):
-        ours, *final = layer(x, initial_state=initial)
+        ours, *final = to_numpy(layer(x, initial_state=initial))
         preactivations = torch.tensor(x.astype(np.float64) @ kernel, dtype=torch.float32)
         state = None if initial is None else torch.tensor(np.stack(initial))
         with torch.no_grad():
@@ -440,7 +445,7 @@ def test_mlstm_equals_official_functions(case):
         return torch.tensor(t.transpose(0, 2, 1)[..., None])
 
     # parallel, from the zero state
-    ours = np.asarray(layer(x)[0])
+    ours = to_numpy(layer(x)[0])
     h_tilde = parallel_stabilized_simple(
         by_head(q), by_head(k), by_head(v), gate(i_tilde), gate(f_tilde), eps=0.0
     )
@@ -463,7 +468,7 @@ def test_mlstm_equals_official_functions(case):
             eps=0.0,
         )
         outputs.append(h_tilde.numpy().reshape(BATCH, UNITS) * o[:, t])
-    ours, _, C_T, n_T, m_T = (np.asarray(r) for r in layer(x, initial_state=states))
+    ours, _, C_T, n_T, m_T = to_numpy(layer(x, initial_state=states))
     tolerance = float64_tolerance(1e-9, 1e-12)
     np.testing.assert_allclose(ours, np.stack(outputs, axis=1), **tolerance)
     C_T_theirs = C.numpy().transpose(0, 1, 3, 2).reshape(BATCH, -1)
@@ -486,12 +491,12 @@ def test_cells_in_rnn_bidirectional_stack_and_keras_file(tmp_path):
     model = keras.Model(inputs, [stack, both, last])
     randomize(model, std=0.3)
     x, _ = data("slstm")
-    outputs = [np.asarray(o) for o in model(x)]
+    outputs = to_numpy(model(x))
     assert [o.shape for o in outputs] == [(BATCH, TIME, 4), (BATCH, TIME, 2 * UNITS), (BATCH, 8)]
     assert all(np.isfinite(o).all() for o in outputs)
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
-    for before, after in zip(outputs, loaded(x), strict=True):
+    for before, after in zip(outputs, to_numpy(loaded(x)), strict=True):
         np.testing.assert_array_equal(before, after)
 
 
@@ -512,7 +517,9 @@ def test_config_round_trip(case):
     layer.build(x.shape)
     clone.build(x.shape)
     clone.set_weights(randomize(layer))
-    np.testing.assert_array_equal(layer(x, initial_state=states), clone(x, initial_state=states))
+    np.testing.assert_array_equal(
+        to_numpy(layer(x, initial_state=states)), to_numpy(clone(x, initial_state=states))
+    )
 
 
 @pytest.mark.parametrize("case", ["slstm-heads", "mlstm-heads"])
@@ -521,7 +528,7 @@ def test_jit_compile_training(case):
     layer = make_layer(case, return_sequences=True)
     layer.build(x.shape)
     randomize(layer, std=0.3)
-    eager = np.asarray(layer(x, initial_state=states))
+    eager = to_numpy(layer(x, initial_state=states))
     compiled, losses = xla_training(layer, x, states, target=0.5, steps=4)
     np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
@@ -542,14 +549,14 @@ def test_mixed_precision(case, policy):
     assert mixed.cell.compute_dtype == policy.compute_dtype
     assert all(w.dtype == "float32" for w in mixed.weights)
     results = mixed(x, initial_state=states)
-    for low, high in zip(results, full(x, initial_state=states), strict=True):
+    for low, high in zip(results, to_numpy(full(x, initial_state=states)), strict=True):
         assert keras.backend.standardize_dtype(low.dtype) == policy.compute_dtype
-        np.testing.assert_allclose(np.asarray(low, "float32"), high, rtol=5e-2, atol=5e-2)
+        np.testing.assert_allclose(to_numpy(low).astype("float32"), high, rtol=5e-2, atol=5e-2)
     # Large pre-activations: the states stay finite (the stabilizer), and so does the sLSTM's
     # output (|h| <= 1). The mLSTM's output C q / max(|n q|, 1) is unbounded where n q cancels
     # (5e3 in float32 here), so float16 may overflow it; the paper follows it with a norm.
     big, _ = data(case, time=200, scale=30.0)
-    outputs, *final = (np.asarray(r, "float32") for r in mixed(big))
+    outputs, *final = (r.astype("float32") for r in to_numpy(mixed(big)))
     assert all(np.isfinite(s).all() for s in final)
     if case.startswith("s"):
         assert np.isfinite(outputs).all() and np.abs(outputs).max() <= 1.0 + 1e-2
