@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from helpers import central_differences, gradients, padding_mask, randomize, rng, setter
+from helpers import (
+    central_differences,
+    gradients,
+    padding_mask,
+    randomize,
+    rng,
+    setter,
+    to_numpy,
+)
 
 import keras_lstm_variants as klv
 
@@ -205,7 +213,7 @@ def test_sequence_matches_reference_with_padding(variant, path):
     weights = randomize(layer)
     mask = padding_mask(BATCH, TIME)
     for m in (None, mask):
-        outputs, *final = layer(x, initial_state=states, mask=m)
+        outputs, *final = to_numpy(layer(x, initial_state=states, mask=m))
         expected, expected_final = reference.run(oracle(variant, weights), x, states, mask=m)
         np.testing.assert_allclose(outputs, expected, **TOLERANCE)
         assert len(final) == len(expected_final) == (3 if variant == "FGR" else 2)
@@ -218,7 +226,7 @@ def test_backwards_matches_reference(variant):
     x, states = data(variant)
     layer = built(make_layer(variant, go_backwards=True, **SEQUENCES), x)
     weights = randomize(layer)
-    outputs, *final = layer(x, initial_state=states)
+    outputs, *final = to_numpy(layer(x, initial_state=states))
     expected, expected_final = reference.run(oracle(variant, weights), x, states, go_backwards=True)
     np.testing.assert_allclose(outputs, expected, **TOLERANCE)
     for state, expected_state in zip(final, expected_final, strict=True):
@@ -232,7 +240,7 @@ def test_gates_match_reference(variant):
     cell.build((None, FEATURES))
     weights = randomize(cell)
     x, states = data(variant)
-    gates, new_states = cell.gates(x[:, 0], states)
+    gates, new_states = to_numpy(cell.gates(x[:, 0], states))
     expected_gates, expected_states = oracle(variant, weights)(x[:, 0], states)
     assert tuple(gates) == cell.gate_names == tuple(expected_gates)
     removed = {"NIG": "input", "NFG": "forget", "NOG": "output"}.get(variant)
@@ -288,7 +296,7 @@ def assert_same_runs(ours, theirs, x, states, **tolerance):
     """Both layers give the same outputs and final states, with padding on either side;
     bit for bit without ``tolerance``."""
     mask = padding_mask()
-    results = [layer(x, initial_state=states, mask=mask) for layer in (ours, theirs)]
+    results = [to_numpy(layer(x, initial_state=states, mask=mask)) for layer in (ours, theirs)]
     for a, b in zip(*results, strict=True):
         if tolerance:
             np.testing.assert_allclose(a, b, **tolerance)
@@ -370,7 +378,7 @@ def test_wrappers_and_keras_file_round_trip(tmp_path):
     model = all_variants_model()
     randomize(model)
     x, _ = data("V")
-    outputs = [np.asarray(o) for o in model(x)]
+    outputs = to_numpy(model(x))
     shapes = [(BATCH, TIME, 2 * UNITS)] * len(VARIANTS) + [(BATCH, UNITS)]
     assert [o.shape for o in outputs] == shapes
     assert all(np.isfinite(o).all() for o in outputs)
@@ -384,7 +392,7 @@ def test_wrappers_and_keras_file_round_trip(tmp_path):
         assert [(w.name, w.shape) for w in before.weights] == [
             (w.name, w.shape) for w in after.weights
         ]
-    for before, after in zip(outputs, loaded(x), strict=True):
+    for before, after in zip(outputs, to_numpy(loaded(x)), strict=True):
         np.testing.assert_array_equal(before, after)
 
 
@@ -440,7 +448,7 @@ def test_config_round_trip(variant):
     built(layer_clone, x)
     layer_clone.set_weights(randomize(layer))
     np.testing.assert_array_equal(
-        layer(x, initial_state=states), layer_clone(x, initial_state=states)
+        to_numpy(layer(x, initial_state=states)), to_numpy(layer_clone(x, initial_state=states))
     )
     if variant == "FGR":
         assert layer.cell.gate_recurrent_initializer.__class__.__name__ == "Zeros"
@@ -490,7 +498,7 @@ def test_mixed_precision(policy):
     low = mixed(x)
     assert keras.backend.standardize_dtype(low.dtype) == policy[len("mixed_") :]
     atol = 5e-2 if policy == "mixed_float16" else 1.5e-1
-    np.testing.assert_allclose(np.asarray(low, dtype="float32"), full(x), atol=atol)
+    np.testing.assert_allclose(to_numpy(low).astype("float32"), to_numpy(full(x)), atol=atol)
 
 
 # --------------------------------------------------------- gates and export
@@ -654,7 +662,7 @@ def test_every_option_with_every_variant_matches_reference(variant, option):
     layer = built(make_layer(variant, **options, **SEQUENCES), x)
     weights = randomize(layer)
     mask = padding_mask()
-    outputs, *final = layer(x, initial_state=states, mask=mask)
+    outputs, *final = to_numpy(layer(x, initial_state=states, mask=mask))
     step = oracle(variant, weights, **options)
     expected, expected_final = reference.run(step, x, states, mask=mask)
     np.testing.assert_allclose(outputs, expected, **TOLERANCE)
@@ -667,7 +675,7 @@ def test_every_option_with_every_variant_matches_reference(variant, option):
     if without != options:  # the option changes the result (it binds)
         step = oracle(variant, weights, **without)
         other, _ = reference.run(step, x, states, mask=mask)
-        assert np.abs(np.asarray(outputs) - other).max() > 1e-3
+        assert np.abs(outputs - other).max() > 1e-3
 
     clone = klv.GreffLSTM.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
@@ -686,11 +694,11 @@ def test_all_options_train_and_round_trip_keras_file(tmp_path):
 
     (_, *grads), training = gradients(model, loss, [x], has_aux=True)
     assert all(np.abs(g).max() > 0 for g in grads)
-    inference = np.asarray(model(x))
+    inference = to_numpy(model(x))
     assert np.isfinite(training).all() and np.abs(training - inference).max() > 1e-3
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
-    np.testing.assert_array_equal(loaded(x), inference)
+    np.testing.assert_array_equal(to_numpy(loaded(x)), inference)
 
 
 @pytest.mark.parametrize(
