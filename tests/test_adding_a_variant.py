@@ -130,7 +130,7 @@ def test_rnn_of_the_cell_equals_the_oracle(variant):
     layer = keras.layers.RNN(variant.cell(UNITS), return_sequences=True, return_state=True)
     layer.build((BATCH, TIME, FEATURES))
     weights = random_weights(layer)
-    got = layer(*f32(x), initial_state=f32(h, c))
+    got = [keras.ops.convert_to_numpy(t) for t in layer(*f32(x), initial_state=f32(h, c))]
     want = oracle(x, h, c, weights)[:3]
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
@@ -145,6 +145,7 @@ def test_sequence_layer_with_a_mask_and_bidirectional_equal_the_oracle(variant):
     layer.build((BATCH, TIME, FEATURES))
     weights = random_weights(layer)
     got = layer(*f32(x), initial_state=f32(h, c), mask=mask)
+    got = [keras.ops.convert_to_numpy(t) for t in got]
     want = oracle(x, h, c, weights, mask)[:3]
     np.testing.assert_allclose(
         np.where(mask[..., None], got[0], 0.0), want[0], rtol=1e-5, atol=1e-5
@@ -159,7 +160,10 @@ def test_sequence_layer_with_a_mask_and_bidirectional_equal_the_oracle(variant):
     forward = oracle(x, zeros, zeros, weights[:5])[0]
     backward = oracle(x, zeros, zeros, weights[5:], backwards=True)[0][:, ::-1]
     np.testing.assert_allclose(
-        both(*f32(x)), np.concatenate([forward, backward], -1), rtol=1e-5, atol=1e-5
+        keras.ops.convert_to_numpy(both(*f32(x))),
+        np.concatenate([forward, backward], -1),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
