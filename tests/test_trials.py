@@ -1,8 +1,11 @@
 """``compare``'s trials on Ray: resumable after the driver is killed, retried when a worker
 dies, the same learning curves as in-process, and bad addresses refused in seconds.
 
-Every process a test starts is ended by its PID (the driver's session, listed with psutil);
-every subprocess has a timeout. The runs are tiny (``--quick``, 10 steps).
+Every process a test starts is ended by its PID (the driver's session, listed with psutil) or
+with the network namespace it runs in; every subprocess has a timeout. Ray talks to loopback
+addresses only: the embedded Ray's sockets and every address it connects to are checked, and
+the two-node cluster runs in a network namespace whose only interface is loopback. The runs
+are tiny (``--quick``, 10 steps).
 """
 
 import json
