@@ -11,14 +11,27 @@ against the NumPy oracle below: ``keras.layers.RNN``, the sequence layer with a 
 states, ``Bidirectional``, ``.keras`` and ``.weights.h5`` round trips, ``jit_compile``, mixed
 precision against float32, ``trace_gates`` and the streaming SavedModel export. No package
 file is edited.
+
+Its cell overrides ``transition`` and declares the capabilities that still hold
+(``ADDITIVE_RECURRENCE``, ``SEPARABLE_INPUT``): the kernels of the running backend step it
+(``jax-scan`` on JAX, ``torch-eager`` on PyTorch), equal to ``loop="keras"`` in outputs, final
+states and gradients; on TensorFlow ``explain_kernels`` gives each kernel's reason. A subclass
+that overrides the step without declaring capabilities is refused by those kernels, with the
+reason.
 """
+
+import re
+import types
 
 import keras
 import numpy as np
 import pytest
+from helpers import count_calls, run_with_gradients
 
 import keras_lstm_variants as klv
+from keras_lstm_variants import kernels
 from keras_lstm_variants.cells.base import ADDITIVE_RECURRENCE, SEPARABLE_INPUT
+from keras_lstm_variants.kernels import _conditions, jax_scan
 
 
 # ------------------------------------------------------------------------- the variant
@@ -49,11 +62,27 @@ class OutputPeepholeLSTMCell(klv.LSTMCell):
         return {"input": i, "forget": f, "candidate": g, "output": o}, [h, c]
 
 
+@keras.saving.register_keras_serializable(package="test_adding_a_variant")
+class UndeclaredOutputPeepholeLSTMCell(OutputPeepholeLSTMCell):
+    """The same step, overridden without declaring ``capabilities``: it declares none, so the
+    kernels that step ``transition(project(x))`` themselves refuse it."""
+
+    def transition(self, z_x, states, training=False):
+        return super().transition(z_x, states, training)
+
+
 @pytest.fixture(scope="module")
 def variant():
     record = klv.registry.add("output_peephole", OutputPeepholeLSTMCell)
     yield record
     klv.registry.remove("output_peephole")
+
+
+@pytest.fixture(scope="module")
+def undeclared():
+    record = klv.registry.add("undeclared_output_peephole", UndeclaredOutputPeepholeLSTMCell)
+    yield record
+    klv.registry.remove("undeclared_output_peephole")
 
 
 # --------------------------------------------------------------------------- the oracle
@@ -244,3 +273,145 @@ def test_streaming_savedmodel_equals_the_oracle(variant, tmp_path):
         result = loaded.step(f32(x[:, t])[0], **states)
         states = {k: v for k, v in result.items() if k != "output"}
         np.testing.assert_allclose(result["output"], want[:, t], rtol=1e-5, atol=1e-5)
+
+
+# -------------------------------------------------------------------------- the kernels
+#: The kernels that step a declared LSTM-type ``transition`` themselves, by backend (Keras's
+#: loop aside). TensorFlow has none for this variant: ``tf-block`` needs ``tf-block-lstm``.
+FAST_KERNELS = {"jax": ("jax-scan",), "torch": ("torch-eager",)}
+#: Whether the kernel takes a mask (``torch-eager`` leaves masked calls to Keras's loop).
+TAKES_MASKS = {"jax-scan": True, "torch-eager": False}
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+#: (kernel, training) for the running backend.
+KERNEL_CASES = [
+    (kernel, training)
+    for kernel in FAST_KERNELS.get(keras.backend.backend(), ())
+    for training in (True, False)
+]
+
+
+def declared_and_keras_loop(record, loop, **options):
+    """``record.layer`` with ``loop``, and the same layer with ``loop="keras"``, both with the
+    same random weights (returned too)."""
+    layers = []
+    for name in (loop, "keras"):
+        layer = record.layer(UNITS, return_sequences=True, return_state=True, loop=name, **options)
+        layer.build((BATCH, TIME, FEATURES))
+        layers.append(layer)
+    weights = random_weights(layers[0], 8)
+    layers[1].set_weights(layers[0].get_weights())
+    return *layers, weights
+
+
+def test_the_declared_capabilities(variant, undeclared):
+    """The variant keeps the capabilities it declares; the subclass that overrides the step
+    without declaring any has none (it does not inherit its parent's)."""
+    assert variant.cell.capabilities == {ADDITIVE_RECURRENCE, SEPARABLE_INPUT}
+    assert UndeclaredOutputPeepholeLSTMCell.capabilities == frozenset()
+    assert undeclared.cell is UndeclaredOutputPeepholeLSTMCell
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize(("kernel", "training"), KERNEL_CASES)
+def test_the_kernels_equal_keras_loop_and_the_oracle(
+    variant, kernel, training, go_backwards, monkeypatch
+):
+    """``loop=<kernel>`` equals ``loop="keras"`` on the same weights: outputs, final states
+    and the gradients of the inputs, the (non-zero) initial states and every weight; both
+    equal the oracle."""
+    x, h, c = data(8)
+    mask = None
+    if TAKES_MASKS[kernel]:
+        mask = np.ones((BATCH, TIME), bool)
+        mask[0, 4:] = mask[1, :2] = mask[2, 2:4] = False
+    fast, loop, weights = declared_and_keras_loop(variant, kernel, go_backwards=go_backwards)
+    explanation = klv.explain_kernels(fast, f32(x)[0], training=training, mask=mask)
+    assert explanation[kernel] is None and explanation.runs == kernel, str(explanation)
+    if kernel == "jax-scan" and not training and not jax_scan.accelerator():
+        assert "inference on a CPU" in explanation.auto_skips[kernel]
+        assert explanation.auto == "keras"
+    else:
+        # jax-scan in training on a CPU: auto takes it only where the weight gradients can be
+        # taken after the loop (the declared additive-recurrence), which then run here.
+        assert explanation.auto == kernel, str(explanation)
+
+    runs = count_calls(monkeypatch, kernels.KERNELS[kernel], "run")
+    got = run_with_gradients(fast, *f32(x), f32(h, c), mask=mask, training=training)
+    assert runs, f"loop={kernel!r} ran its kernel"
+    taken = len(runs)
+    want = run_with_gradients(loop, *f32(x), f32(h, c), mask=mask, training=training)
+    assert len(runs) == taken, 'loop="keras" ran the kernel'
+    got, want = keras.tree.flatten(got), keras.tree.flatten(want)
+    assert len(got) == len(want) == 3 + 3 + len(fast.trainable_weights)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, **TOLERANCE)
+
+    outputs, h_T, c_T, _ = oracle(x, h, c, weights, mask, backwards=go_backwards)
+    keep = np.ones((BATCH, TIME), bool) if mask is None else mask
+    keep = keep[:, ::-1] if go_backwards else keep  # outputs come in processing order
+    np.testing.assert_allclose(np.where(keep[..., None], got[0], 0.0), outputs, atol=1e-5)
+    np.testing.assert_allclose(got[1], h_T, atol=1e-5)
+    np.testing.assert_allclose(got[2], c_T, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kernel", "training"), KERNEL_CASES)
+def test_an_undeclared_override_is_refused_by_the_kernels(undeclared, kernel, training):
+    """The subclass that overrides the step without declaring capabilities: the kernels give
+    the reason, ``loop=<kernel>`` raises it, and ``"auto"`` steps its own ``transition`` in
+    Keras's loop (equal to the oracle)."""
+    x, h, c = data(9)
+    layer = undeclared.layer(UNITS, return_sequences=True, return_state=True)
+    layer.build((BATCH, TIME, FEATURES))
+    weights = random_weights(layer)
+    explanation = klv.explain_kernels(layer, f32(x)[0], training=training)
+    reason = "UndeclaredOutputPeepholeLSTMCell does not declare 'separable-input'"
+    assert explanation[kernel] == reason
+    assert explanation.auto == explanation.runs == "keras"
+    got = layer(*f32(x), initial_state=f32(h, c), training=training)
+    for g, w in zip(got, oracle(x, h, c, weights)[:3], strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    forced = undeclared.layer(UNITS, loop=kernel)
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        forced(*f32(x), training=training)
+
+
+@pytest.mark.parametrize(("kernel", "backend"), [("jax-scan", "jax"), ("torch-eager", "torch")])
+def test_the_declarations_decide_the_kernels_on_any_backend(
+    variant, undeclared, kernel, backend, monkeypatch
+):
+    """What each kernel answers on its own backend (the kernels' backend test pretends it,
+    so this runs on every backend): the declared variant can run, the undeclared override
+    cannot, for the reason of its missing declaration."""
+    monkeypatch.setattr(_conditions, "backend", types.SimpleNamespace(backend=lambda: backend))
+    x = np.zeros((BATCH, TIME, FEATURES), "float32")
+    for training in (True, False):
+        assert klv.explain_kernels(variant.layer(UNITS), x, training=training)[kernel] is None
+        explanation = klv.explain_kernels(undeclared.layer(UNITS), x, training=training)
+        assert "does not declare 'separable-input'" in explanation[kernel]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="TensorFlow's answers of the kernels"
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_on_tensorflow_keras_loop_runs_it_for_the_reasons_given(variant, undeclared, training):
+    """On TensorFlow no fast kernel steps this variant, each for its reason: the JAX and
+    PyTorch kernels are other backends', ``tf-block`` maps only cells declaring
+    ``tf-block-lstm`` (and runs in inference only), the scan forms need their own methods."""
+    x = np.zeros((BATCH, TIME, FEATURES), "float32")
+    for record in (variant, undeclared):
+        name = record.cell.__name__
+        expected = {
+            "min-scan": f"{name} has no coefficients()",
+            "mlstm-parallel": f"{name} has no parallel()",
+            "jax-scan": "the backend is tensorflow, not jax",
+            "torch-fused": "the backend is tensorflow, not torch",
+            "tf-block": "training" if training else f"{name} does not declare 'tf-block-lstm'",
+            "torch-eager": "the backend is tensorflow, not torch",
+            "keras": None,
+        }
+        explanation = klv.explain_kernels(record.layer(UNITS), x, training=training)
+        assert dict(explanation) == expected
+        assert explanation.auto == explanation.runs == "keras"
+    with pytest.raises(ValueError, match="does not declare 'tf-block-lstm'"):
+        variant.layer(UNITS, loop="tf-block")(x)

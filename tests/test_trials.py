@@ -1,16 +1,21 @@
 """``compare``'s trials on Ray: resumable after the driver is killed, retried when a worker
 dies, the same learning curves as in-process, and bad addresses refused in seconds.
 
-Every process a test starts is ended by its PID (the driver's session, listed with psutil);
-every subprocess has a timeout. The runs are tiny (``--quick``, 10 steps).
+Every process a test starts is ended by its PID (the driver's session, listed with psutil) or
+with the network namespace it runs in; every subprocess has a timeout. Ray talks to loopback
+addresses only: the embedded Ray's sockets and every address it connects to are checked, and
+the two-node cluster runs in a network namespace whose only interface is loopback. The runs
+are tiny (``--quick``, 10 steps).
 """
 
 import json
 import os
+import re
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -164,136 +169,133 @@ def test_ray_missing_says_what_to_install(tmp_path):
     assert len(lines) == 1 and 'pip install "keras-lstm-variants[examples]"' in lines[0]
 
 
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
 LISTENING = """
 import json, os, psutil
 from keras_lstm_variants.commands.trials import start_ray
 ray = start_ray(None, 1, cpus=1)
 ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker up too
 me = psutil.Process()
-found = set()
+listening, remote = set(), set()
 for process in [me, *me.children(recursive=True)]:
     try:
         for connection in process.net_connections(kind="inet"):
             if connection.status == psutil.CONN_LISTEN:
-                found.add(connection.laddr.ip)
+                listening.add(connection.laddr.ip)
+            if connection.raddr:
+                remote.add(connection.raddr.ip)
     except psutil.Error:
         pass
 ray.shutdown()
-print(json.dumps(sorted(found)))
+print(json.dumps([sorted(listening), sorted(remote)]))
 """
 
 
 def test_the_embedded_ray_listens_on_loopback_only():
     """The default (no --address): every port Ray's processes listen on is on 127.0.0.1,
-    none on another address (no dashboard, no job server)."""
+    none on another address (no dashboard, no job server), and every address they are
+    connected to is a loopback one."""
     done = subprocess.run(
         [sys.executable, "-c", LISTENING], env=ENV, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
-    assert found and set(found) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, found
+    listening, remote = json.loads(done.stdout.strip().splitlines()[-1])
+    assert listening and set(listening) <= LOOPBACK, listening
+    assert remote and set(remote) <= LOOPBACK, remote
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+#: An address a traced process sent to or connected to (IPv4 or IPv6, as strace writes it).
+TRACED = re.compile(r'inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)"')
 
 
-def wait_for(condition, seconds, what):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+def test_the_embedded_ray_connects_to_loopback_only(tmp_path):
+    """Every address the embedded Ray's processes connect or send to (strace of every
+    ``connect``, ``sendto`` and ``sendmsg`` of the driver and all it starts) is a loopback
+    one: no DNS query and no cloud-metadata request (Ray's usage-stats module asks
+    169.254.169.254 and metadata.google.internal which cloud it runs on, usage stats on or
+    off, unless held to loopback as ``start_ray`` does)."""
+    if not shutil.which("strace"):
+        pytest.skip("needs strace")
+    log = tmp_path / "strace.log"
+    trace = ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-e", "signal=none"]
+    done = subprocess.run(
+        [*trace, "-o", str(log), sys.executable, "-c", LISTENING],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode and "ptrace" in done.stderr and not log.exists():
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()[-300:]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    addresses = {a or b for a, b in TRACED.findall(log.read_text())}
+    assert "127.0.0.1" in addresses  # the trace saw Ray's own connections
+    assert addresses <= LOOPBACK, addresses - LOOPBACK
 
 
-def records(out):
-    path = out / RESULTS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+#: Fresh network, PID and mount namespaces: the cluster's only interface is loopback, and every
+#: process in them dies with their PID 1 (``--kill-child``: when ``unshare`` is killed).
+NAMESPACES = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child"]
+if hasattr(os, "geteuid") and os.geteuid() != 0:
+    NAMESPACES.insert(1, "--map-root-user")  # a user namespace, where the kernel allows one
+
+
+def namespaces_refused():
+    """Why this machine cannot make the namespaces (None: it can)."""
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return "needs util-linux's unshare and iproute2's ip"
+    try:
+        done = subprocess.run(
+            [*NAMESPACES, "ip", "link", "set", "lo", "up"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"unshare failed: {error}"
+    if done.returncode:
+        return f"unshare refused ({done.stderr.strip()[-300:]})"
+    return None
 
 
 def test_two_nodes_share_the_trials_and_losing_one_loses_no_trial(tmp_path):
-    """A Ray cluster of two nodes on this machine (a head and a second node, one CPU each):
+    """A Ray cluster of two nodes (a head and a second node, one CPU each):
     ``compare --address 127.0.0.1:PORT`` spreads its trials over both (each trial's node is
     recorded), and SIGKILLing the second node mid-run still completes every trial.
 
-    Ray (2.60) resolves a loopback address to the machine's own address for ``ray start`` and
-    ``ray.init(address=...)`` of a multi-node cluster, so these two nodes listen there (only
-    the embedded single-node Ray can be held to 127.0.0.1, tested above)."""
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    cluster_env = {**ENV, "RAY_AUTH_MODE": "token"}  # the token in ~/.ray/auth_token
-    start = ["ray", "start", "--block", "--num-cpus=1", "--disable-usage-stats"]
-    head = subprocess.Popen(
-        [*start, "--head", f"--port={port}", "--include-dashboard=false"],
-        env=cluster_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    second = driver = None
+    Ray maps a loopback node address to the machine's own address where it expects a cluster,
+    so the cluster, ``compare`` and everything they start run in network namespaces of their
+    own (``tests/two_node_cluster.py``, PID 1 there) whose only interface is loopback: every
+    node is at 127.0.0.1 and no packet leaves it. Skipped where namespaces are refused."""
+    refused = namespaces_refused()
+    if refused:
+        pytest.skip(f"a network namespace is needed to keep the cluster on loopback: {refused}")
+    out = tmp_path / "out"
+    script = os.path.join(os.path.dirname(__file__), "two_node_cluster.py")
+    temp = tempfile.mkdtemp(prefix="klv-ray-")  # Ray's sessions; short, for its socket paths
     try:
-
-        def answers():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(answers, 120, "the head node")
-        second = subprocess.Popen(
-            [*start, f"--address={address}"],
-            env=cluster_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        count = (
-            f"import ray; ray.init(address={address!r}, log_to_driver=False); "
-            "print(sum(node['Alive'] for node in ray.nodes()))"
-        )
-
-        def two_nodes():
-            done = subprocess.run(
-                [sys.executable, "-c", count],
-                env=cluster_env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            return done.stdout.strip().splitlines()[-1:] == ["2"]
-
-        wait_for(two_nodes, 180, "the second node")
-        out = tmp_path / "out"
-        lengths = ["--lengths", "5,6,7", "--variants", "lstm,gru", "--steps", "60"]
-        driver = subprocess.Popen(
-            [*COMMAND, *lengths, "--address", address, "--out", str(out)],
-            env=cluster_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+        done = subprocess.run(
+            [*NAMESPACES, sys.executable, script, str(out), temp],
+            env=ENV,
+            capture_output=True,
             text=True,
+            timeout=900,  # then unshare is SIGKILLed, and with it every process in the namespaces
         )
-        wait_for(
-            lambda: len({r.get("node") for r in records(out)}) >= 2 or driver.poll() is not None,
-            420,
-            "trials on both nodes",
-        )
-        nodes = {r.get("node") for r in records(out)}
-        assert len(nodes) >= 2, nodes
-        end_session(second)
-        output, _ = driver.communicate(timeout=600)
-        assert driver.returncode == 0, output[-3000:]
-        runs = json.loads((out / "results.json").read_text())["tasks"]["adding"]["runs"]
-        assert len(runs) == 6 and len({run["node"] for run in runs}) >= 2
     finally:
-        if driver is not None and driver.poll() is None:
-            driver.kill()
-            driver.wait(timeout=60)
-        for node in (second, head):
-            if node is not None and node.poll() is None:
-                end_session(node)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "error" not in report, (report, done.stderr[-3000:])
+    assert report["pid"] == 1  # the namespaces' first process: its exit ends all of them
+    addresses = {a for addresses in report["interfaces"].values() for a in addresses}
+    assert addresses <= LOOPBACK, report["interfaces"]
+    assert report["listening"] and set(report["listening"]) <= LOOPBACK, report["listening"]
+    assert set(report["remote"]) <= LOOPBACK, report["remote"]
+    nodes = report["nodes_before_kill"]
+    assert len(nodes) >= 2 and all(node.startswith("127.0.0.1 ") for node in nodes), nodes
+    assert report["trials_before_kill"] < 6  # the second node died mid-run
+    assert report["returncode"] == 0, report["output"]
+    runs = json.loads((out / "results.json").read_text())["tasks"]["adding"]["runs"]
+    assert len(runs) == 6 and len({run["node"] for run in runs}) >= 2
+    assert (out / RESULTS).read_text().count("\n") == 6  # each trial recorded once

@@ -364,7 +364,9 @@ class MLSTMCell(_ExponentialGating):
         m, i, f = self.stabilize(i_tilde, log_f, m_prev)  # (batch, heads)
         C = f[..., None, None] * C_prev + i[..., None, None] * v[..., :, None] * k[..., None, :]
         n = f[..., None] * n_prev + i[..., None] * k
-        C_q = ops.einsum("bkij,bkj->bki", C, q)
+        # C_t q_t per head, as a product and a sum: an einsum here converts to an ONNX
+        # MatMul/Reshape chain whose shapes OpenVINO cannot infer inside a Scan body.
+        C_q = ops.sum(C * q[..., None, :], axis=-1)
         n_q = ops.sum(n * q, axis=-1, keepdims=True)
         h_tilde = C_q / ops.maximum(ops.abs(n_q), ops.exp(-m)[..., None])
         o = ops.sigmoid(o_tilde)

@@ -163,10 +163,64 @@ def _loopback_only(local):
     object manager, agents and workers listen on the loopback interface only. Ray does this
     by itself where it does not expect a cluster (macOS, Windows); the switch is Ray's
     ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (read at import, and by the processes Ray
-    starts, which inherit it)."""
+    starts, which inherit it). Its API server is held to loopback too
+    (:func:`_no_cloud_probes`)."""
     if not local:
         yield
         return
+    with _no_cluster(), _no_cloud_probes():
+        yield
+
+
+@contextlib.contextmanager
+def _no_cloud_probes():
+    """Start Ray's API server ("dashboard" process; without the dashboard it runs only the
+    usage-stats module) with an HTTP(S) proxy at a closed loopback port for every host but
+    loopback. That module asks the cloud metadata services (``http://169.254.169.254/...``,
+    ``metadata.google.internal``, a DNS query) which cloud it runs on, usage stats on or off;
+    through the proxy those requests fail at once on 127.0.0.1 and leave nothing but "unknown"
+    (its gRPC to the GCS on 127.0.0.1 bypasses the proxy: ``no_proxy``). Only that process
+    gets the proxy: the GCS, raylet and workers keep the caller's environment."""
+    try:
+        import ray._private.services as services
+    except ImportError:  # no Ray: the caller says what to install
+        services = None
+    original = getattr(services, "start_api_server", None)
+    if original is None:  # no Ray, or another Ray's layout: nothing to wrap
+        yield
+        return
+
+    def start_api_server(*args, **kwargs):
+        saved = {name: os.environ.get(name) for name in _DEAD_PROXY}
+        os.environ.update(_DEAD_PROXY)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    services.start_api_server = start_api_server
+    try:
+        yield
+    finally:
+        services.start_api_server = original
+
+
+#: A proxy where nothing listens (port 9, "discard"), for every host but loopback.
+_DEAD_PROXY = {
+    **dict.fromkeys(
+        ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"], "http://127.0.0.1:9"
+    ),
+    **dict.fromkeys(["no_proxy", "NO_PROXY"], "127.0.0.1,localhost,::1"),
+}
+
+
+@contextlib.contextmanager
+def _no_cluster():
+    """``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` while Ray starts (see :func:`_loopback_only`)."""
     saved = os.environ.get(_NO_CLUSTER)
     os.environ[_NO_CLUSTER] = "0"
     constants = sys.modules.get("ray._private.ray_constants")
