@@ -368,6 +368,7 @@ def test_an_undeclared_override_is_refused_by_the_kernels(undeclared, kernel, tr
     assert explanation[kernel] == reason
     assert explanation.auto == explanation.runs == "keras"
     got = layer(*f32(x), initial_state=f32(h, c), training=training)
+    got = [keras.ops.convert_to_numpy(t) for t in got]
     for g, w in zip(got, oracle(x, h, c, weights)[:3], strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     forced = undeclared.layer(UNITS, loop=kernel)
