@@ -366,6 +366,8 @@ def _must_not_train(*args, **kwargs):
         (["--curriculum"], "--curriculum: only the agreement task"),
         (["--learning-rate", "0"], "--learning-rate"),
         (["--learning-rate", "nan"], "--learning-rate"),
+        (["--threads", "0"], "--threads: must be a positive integer; received 0"),
+        (["--gpus-per-trial", "2"], "--gpus-per-trial: must be from 0 to 1; received 2.0"),
     ],
 )
 def test_bad_arguments_exit_2_before_training(arguments, message, tmp_path, capsys, monkeypatch):
