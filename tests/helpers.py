@@ -404,3 +404,23 @@ class ChangesStep(klv.LSTMCell):
 def over(cell_class, base=klv.LSTM):
     """A sequence layer (a subclass of ``base``) over ``cell_class``."""
     return type(f"Over{cell_class.__name__}", (base,), {"cell_class": cell_class})
+
+
+#: How every command that runs trials (compare, study) refuses bad trial options
+#: (commands/trials.py): (arguments, words of the one-line error).
+TRIAL_OPTION_REFUSALS = [
+    (["--threads", "0"], "--threads: must be a positive integer; received 0"),
+    (["--gpus-per-trial", "2"], "--gpus-per-trial: must be from 0 to 1; received 2.0"),
+]
+
+
+def assert_refused(command, message, capsys):
+    """``keras-lstm-variants`` with ``command`` (its arguments) exits 2 with one line on
+    stderr holding ``message``, and no traceback."""
+    from keras_lstm_variants.commands import cli
+
+    code = cli.main(command)
+    error = capsys.readouterr().err
+    assert code == 2
+    assert message in error and "Traceback" not in error
+    assert len(error.strip().splitlines()) == 1

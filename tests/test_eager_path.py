@@ -73,6 +73,28 @@ def call(sequences, mask=None, training=True, layer=None):
     return kernels.Call(sequences, [], mask=mask, training=training, unroll=unroll)
 
 
+#: The layer class of a refusal case that names one (:func:`refused`).
+CASE_LAYERS = {
+    "slstm": klv.SLSTM,
+    "peephole": klv.PeepholeLSTM,
+    "cifg": klv.CIFGLSTM,
+    "greff": functools.partial(klv.GreffLSTM, variant="NP"),  # = LSTM, but a subclass
+    "use_cudnn": klv.LSTM,
+    "float64": functools.partial(klv.PeepholeLSTM, dtype="float64"),
+}
+
+
+def refused(kernel, case, default=klv.PeepholeLSTM, training=True):
+    """``kernel.why_not`` for refusal ``case``: its layer (``CASE_LAYERS``, a GRU for a case
+    named ``gru-...``, else ``default``, with the case's options) on ``(BATCH, TIME,
+    FEATURES)`` inputs, masked where the case is "mask"."""
+    layer_class = klv.GRU if case.startswith("gru-") else CASE_LAYERS.get(case, default)
+    layer = layer_class(UNITS, **refusal_options(case))
+    sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
+    mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
+    return kernel.why_not(layer, call(sequences, mask, training, layer))
+
+
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
 @pytest.mark.parametrize("config", CONFIGS)
@@ -130,15 +152,11 @@ EAGER_CASES = {
 
 @pytest.mark.parametrize("case", EAGER_CASES)
 def test_keras_loop_cases(case, monkeypatch):
-    layer_class = klv.SLSTM if case == "slstm" else klv.PeepholeLSTM
-    layer = layer_class(UNITS, **refusal_options(case))
-    sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
-    mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
     kernels_decide_as(monkeypatch, "jax" if case == "jax" else "torch")
-    reason = torch_eager.why_not(layer, call(sequences, mask, layer=layer))
+    reason = refused(torch_eager, case)
     assert reason is not None and EAGER_CASES[case] in reason
     if case in ("dropout", "recurrent_dropout"):  # dropout is off in inference
-        assert torch_eager.why_not(layer, call(sequences, mask, False, layer)) is None
+        assert refused(torch_eager, case, training=False) is None
 
 
 torch_only = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch backend's")
@@ -198,18 +216,11 @@ FUSED_CASES = {
 @pytest.mark.parametrize("case", FUSED_CASES)
 def test_torch_kernel_cases(case, monkeypatch):
     """What PyTorch's kernels do not compute is left to the cell."""
-    layer_class = {"peephole": klv.PeepholeLSTM, "cifg": klv.CIFGLSTM}.get(case, klv.LSTM)
-    if case == "greff":
-        layer_class = functools.partial(klv.GreffLSTM, variant="NP")  # = LSTM, but a subclass
-    elif case.startswith("gru"):
-        layer_class = klv.GRU
-    layer = layer_class(UNITS, **refusal_options(case))
     sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
     kernels_decide_as(monkeypatch, "torch")
     for kernel in (klv.LSTM, klv.GRU):
         assert torch_fused.why_not(kernel(UNITS), call(sequences)) is None
-    mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
-    reason = torch_fused.why_not(layer, call(sequences, mask))
+    reason = refused(torch_fused, case, default=klv.LSTM)
     assert reason is not None and FUSED_CASES[case] in reason
 
 
@@ -383,13 +394,6 @@ def test_tensorflow_kernel_cases(case, monkeypatch):
     """What ``BlockLSTMV2`` does not compute, and training (where its gradient is slower than
     the cell's loop), are left to the cell; so is every other backend. ``auto`` never takes
     it (opt-in)."""
-    layer_class = {"cifg": klv.CIFGLSTM}.get(case, klv.PeepholeLSTM)
-    if case == "greff":
-        layer_class = functools.partial(klv.GreffLSTM, variant="NP")  # = LSTM, but a subclass
-    elif case == "use_cudnn":
-        layer_class = klv.LSTM
-    arguments = {"dtype": "float64"} if case == "float64" else refusal_options(case)
-    layer = layer_class(UNITS, **arguments)
     sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
     monkeypatch.setattr(tf_block, "_tensorflow_needs_loop", lambda: None)
     kernels_decide_as(monkeypatch, "tensorflow")
@@ -398,8 +402,7 @@ def test_tensorflow_kernel_cases(case, monkeypatch):
         assert tf_block.why_not(lstm, call(sequences, training=False)) is None
         assert kernels.auto(lstm, call(sequences, training=False)) == "keras"
     kernels_decide_as(monkeypatch, "torch" if case == "torch" else "tensorflow")
-    mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
-    reason = tf_block.why_not(layer, call(sequences, mask, case == "training", layer))
+    reason = refused(tf_block, case, training=case == "training")
     assert reason is not None and BLOCK_CASES[case] in reason
 
 
