@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import types
 
 import keras
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import reference
 
 import keras_lstm_variants as klv
+from keras_lstm_variants.kernels import _conditions
 
 BATCH, TIME, FEATURES, UNITS = 3, 6, 4, 3
 
@@ -342,6 +344,93 @@ def assert_equals_keras_rnn(layer_class, shape, tolerance, **kwargs):
     """:func:`keras_rnn_results` of the layer equal those of ``keras.layers.RNN(cell)``:
     outputs, final states and the gradients of the inputs, initial states and every weight."""
     got, expected = keras_rnn_results(layer_class, shape, **kwargs)
-    assert len(got) == len(expected)
+    assert_all_close(got, expected, tolerance)
+
+
+def assert_all_close(got, expected, tolerance):
+    """Each array of ``got`` equals the one at its place in ``expected`` (as many of them) to
+    ``tolerance`` (``assert_allclose``'s ``rtol`` and ``atol``)."""
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, **tolerance)
+
+
+def kernels_decide_as(monkeypatch, backend):
+    """The kernels decide as on ``backend`` (Keras itself stays on its own)."""
+    monkeypatch.setattr(_conditions, "backend", types.SimpleNamespace(backend=lambda: backend))
+
+
+#: The refusal cases several kernels share: case -> (the layer options that make it, words of
+#: the reason each kernel that checks it gives, from kernels/_conditions.py). A kernel's test
+#: lists the cases it refuses (:func:`refusal_reasons`), adding its own words where they say more.
+REFUSALS = {
+    "layer_norm": ({"layer_norm": True}, "layer_norm is on"),
+    "proj_units": ({"proj_units": 3}, "proj_units is on"),
+    "cell_clip": ({"cell_clip": 1.0}, "cell_clip is on"),
+    "relu": ({"activation": "relu"}, "activation is not tanh"),
+    "hard_sigmoid": (
+        {"recurrent_activation": "hard_sigmoid"},
+        "recurrent_activation is not sigmoid",
+    ),
+    "reset_before": ({"reset_after": False}, "reset_after=False"),
+    "use_cudnn": ({"use_cudnn": False}, "use_cudnn=False"),
+    "mixed_float16": ({"dtype": "mixed_float16"}, "mixed precision"),
+    "zoneout": ({"zoneout": 0.1}, "zoneout is on"),
+    "dropout": ({"dropout": 0.1}, "dropout"),
+    "recurrent_dropout": ({"recurrent_dropout": 0.1}, "dropout"),
+    "unroll": ({"unroll": True}, "unroll=True"),
+    "mask": ({}, "a mask is given"),
+    "unknown time": ({}, "the number of steps is unknown"),
+}
+
+
+def refusal_reasons(*cases, prefix=""):
+    """``{prefix + case: words of its reason}`` for shared ``cases`` (:data:`REFUSALS`)."""
+    return {prefix + case: REFUSALS[case][1] for case in cases}
+
+
+def refusal_options(case):
+    """The layer options of refusal ``case`` (:data:`REFUSALS`; a case named ``gru-NAME`` takes
+    NAME's); none for a case that is no option (a backend, a cell class)."""
+    return REFUSALS.get(case.removeprefix("gru-"), ({}, None))[0]
+
+
+class KeepsStep(klv.LSTMCell):
+    """A user's subclass that keeps the step (it adds a config entry only): it keeps the
+    capabilities, and so the kernels."""
+
+    def get_config(self):
+        return {**super().get_config(), "note": "mine"}
+
+
+class ChangesStep(klv.LSTMCell):
+    """A user's subclass that changes the step (halves ``h``): it loses the capabilities, and
+    Keras's loop steps it."""
+
+    def transition(self, z_x, states, training=False):
+        gates, (h, c) = super().transition(z_x, states, training)
+        return gates, [0.5 * h, c]
+
+
+def over(cell_class, base=klv.LSTM):
+    """A sequence layer (a subclass of ``base``) over ``cell_class``."""
+    return type(f"Over{cell_class.__name__}", (base,), {"cell_class": cell_class})
+
+
+#: How every command that runs trials (compare, study) refuses bad trial options
+#: (commands/trials.py): (arguments, words of the one-line error).
+TRIAL_OPTION_REFUSALS = [
+    (["--threads", "0"], "--threads: must be a positive integer; received 0"),
+    (["--gpus-per-trial", "2"], "--gpus-per-trial: must be from 0 to 1; received 2.0"),
+]
+
+
+def assert_refused(command, message, capsys):
+    """``keras-lstm-variants`` with ``command`` (its arguments) exits 2 with one line on
+    stderr holding ``message``, and no traceback."""
+    from keras_lstm_variants.commands import cli
+
+    code = cli.main(command)
+    error = capsys.readouterr().err
+    assert code == 2
+    assert message in error and "Traceback" not in error
+    assert len(error.strip().splitlines()) == 1

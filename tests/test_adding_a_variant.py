@@ -21,17 +21,16 @@ reason.
 """
 
 import re
-import types
 
 import keras
 import numpy as np
 import pytest
-from helpers import count_calls, run_with_gradients
+from helpers import count_calls, kernels_decide_as, run_with_gradients
 
 import keras_lstm_variants as klv
 from keras_lstm_variants import kernels
 from keras_lstm_variants.cells.base import ADDITIVE_RECURRENCE, SEPARABLE_INPUT
-from keras_lstm_variants.kernels import _conditions, jax_scan
+from keras_lstm_variants.kernels import jax_scan
 
 
 # ------------------------------------------------------------------------- the variant
@@ -383,7 +382,7 @@ def test_the_declarations_decide_the_kernels_on_any_backend(
     """What each kernel answers on its own backend (the kernels' backend test pretends it,
     so this runs on every backend): the declared variant can run, the undeclared override
     cannot, for the reason of its missing declaration."""
-    monkeypatch.setattr(_conditions, "backend", types.SimpleNamespace(backend=lambda: backend))
+    kernels_decide_as(monkeypatch, backend)
     x = np.zeros((BATCH, TIME, FEATURES), "float32")
     for training in (True, False):
         assert klv.explain_kernels(variant.layer(UNITS), x, training=training)[kernel] is None

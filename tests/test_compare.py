@@ -11,6 +11,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from helpers import TRIAL_OPTION_REFUSALS, assert_refused
 
 from keras_lstm_variants import VARIANTS
 from keras_lstm_variants.commands import cli, compare, compare_runs
@@ -366,15 +367,13 @@ def _must_not_train(*args, **kwargs):
         (["--curriculum"], "--curriculum: only the agreement task"),
         (["--learning-rate", "0"], "--learning-rate"),
         (["--learning-rate", "nan"], "--learning-rate"),
+        *TRIAL_OPTION_REFUSALS,
     ],
 )
 def test_bad_arguments_exit_2_before_training(arguments, message, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(compare_runs, "train_run", _must_not_train)
-    code = cli.main(["compare", "--in-process", "--out", str(tmp_path / "out"), *arguments])
-    error = capsys.readouterr().err
-    assert code == 2
-    assert message in error and "Traceback" not in error
-    assert len(error.strip().splitlines()) == 1
+    command = ["compare", "--in-process", "--out", str(tmp_path / "out"), *arguments]
+    assert_refused(command, message, capsys)
     assert not (tmp_path / "out").exists()  # nothing written before the checks
 
 

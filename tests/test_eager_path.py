@@ -18,17 +18,21 @@ import keras
 import numpy as np
 import pytest
 from helpers import (
+    assert_all_close,
     count_calls,
     float32_tolerance,
     float64_tolerance,
     keras_rnn_results,
+    kernels_decide_as,
     randomize,
+    refusal_options,
+    refusal_reasons,
     with_keras_rnn,
 )
 
 import keras_lstm_variants as klv
 from keras_lstm_variants import kernels
-from keras_lstm_variants.kernels import _conditions, tf_block, torch_eager, torch_fused
+from keras_lstm_variants.kernels import tf_block, torch_eager, torch_fused
 
 BATCH, TIME, FEATURES, UNITS = 3, 6, 4, 5
 TOLERANCE = float32_tolerance(1e-5, 1e-6)
@@ -57,14 +61,9 @@ def calls(monkeypatch):
 def forced(monkeypatch):
     """The eager loop on any backend (``loop="torch-eager"`` for every layer, the kernels
     deciding as on torch)."""
-    on(monkeypatch, "torch")
+    kernels_decide_as(monkeypatch, "torch")
     with kernels.forced("torch-eager"):
         yield
-
-
-def on(monkeypatch, backend):
-    """The kernels decide as on ``backend`` (Keras itself stays on its own)."""
-    monkeypatch.setattr(_conditions, "backend", types.SimpleNamespace(backend=lambda: backend))
 
 
 def call(sequences, mask=None, training=True, layer=None):
@@ -74,6 +73,28 @@ def call(sequences, mask=None, training=True, layer=None):
     return kernels.Call(sequences, [], mask=mask, training=training, unroll=unroll)
 
 
+#: The layer class of a refusal case that names one (:func:`refused`).
+CASE_LAYERS = {
+    "slstm": klv.SLSTM,
+    "peephole": klv.PeepholeLSTM,
+    "cifg": klv.CIFGLSTM,
+    "greff": functools.partial(klv.GreffLSTM, variant="NP"),  # = LSTM, but a subclass
+    "use_cudnn": klv.LSTM,
+    "float64": functools.partial(klv.PeepholeLSTM, dtype="float64"),
+}
+
+
+def refused(kernel, case, default=klv.PeepholeLSTM, training=True):
+    """``kernel.why_not`` for refusal ``case``: its layer (``CASE_LAYERS``, a GRU for a case
+    named ``gru-...``, else ``default``, with the case's options) on ``(BATCH, TIME,
+    FEATURES)`` inputs, masked where the case is "mask"."""
+    layer_class = klv.GRU if case.startswith("gru-") else CASE_LAYERS.get(case, default)
+    layer = layer_class(UNITS, **refusal_options(case))
+    sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
+    mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
+    return kernel.why_not(layer, call(sequences, mask, training, layer))
+
+
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
 @pytest.mark.parametrize("config", CONFIGS)
@@ -81,8 +102,7 @@ def test_equals_keras_rnn(config, go_backwards, training, forced, calls):
     layer_class, arguments = CONFIGS[config]
     got, expected = with_reference(layer_class, arguments, go_backwards, training)
     assert len(calls) == 1, "the layer took the eager loop (the reference did not)"
-    for a, b in zip(got, expected, strict=True):
-        np.testing.assert_allclose(a, b, **TOLERANCE)
+    assert_all_close(got, expected, TOLERANCE)
 
 
 def with_reference(layer_class, arguments, go_backwards, training, dtype="float32", wrap=None):
@@ -117,38 +137,26 @@ def test_last_output_and_stateful(return_sequences, forced, calls, monkeypatch):
     with kernels.forced("keras"):
         expected = results()
     assert len(calls) == 2
-    for a, b in zip(got, expected, strict=True):
-        np.testing.assert_allclose(a, b, **TOLERANCE)
+    assert_all_close(got, expected, TOLERANCE)
 
 
 #: (case, a few words of the reason the eager loop gives)
 EAGER_CASES = {
     "jax": "backend is jax",
-    "mask": "mask",
-    "zoneout": "zoneout is on",
+    **refusal_reasons("mask", "zoneout", "unroll"),
     "dropout": "dropout in training",
     "recurrent_dropout": "dropout in training",
-    "unroll": "unroll=True",
     "slstm": "SLSTMCell does not declare 'separable-input'",
 }
 
 
 @pytest.mark.parametrize("case", EAGER_CASES)
 def test_keras_loop_cases(case, monkeypatch):
-    arguments = {
-        "zoneout": {"zoneout": 0.1},
-        "dropout": {"dropout": 0.1},
-        "recurrent_dropout": {"recurrent_dropout": 0.1},
-        "unroll": {"unroll": True},
-    }.get(case, {})
-    layer = (klv.SLSTM if case == "slstm" else klv.PeepholeLSTM)(UNITS, **arguments)
-    sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
-    mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
-    on(monkeypatch, "jax" if case == "jax" else "torch")
-    reason = torch_eager.why_not(layer, call(sequences, mask, layer=layer))
+    kernels_decide_as(monkeypatch, "jax" if case == "jax" else "torch")
+    reason = refused(torch_eager, case)
     assert reason is not None and EAGER_CASES[case] in reason
     if case in ("dropout", "recurrent_dropout"):  # dropout is off in inference
-        assert torch_eager.why_not(layer, call(sequences, mask, False, layer)) is None
+        assert refused(torch_eager, case, training=False) is None
 
 
 torch_only = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch backend's")
@@ -190,8 +198,7 @@ def test_torch_kernels_equal_keras_rnn(config, go_backwards, training, monkeypat
     got, expected = with_reference(layer_class, arguments, go_backwards, training, dtype)
     assert len(fused) == 1, "the layer ran PyTorch's kernel (the reference did not)"
     tolerance = TOLERANCE if dtype == "float32" else float64_tolerance(1e-10, 1e-12)
-    for a, b in zip(got, expected, strict=True):
-        np.testing.assert_allclose(a, b, **tolerance)
+    assert_all_close(got, expected, tolerance)
 
 
 #: (case, a few words of the reason PyTorch's kernels give)
@@ -199,47 +206,21 @@ FUSED_CASES = {
     "peephole": "PeepholeLSTMCell declares neither",
     "cifg": "CIFGLSTMCell declares neither",
     "greff": "GreffLSTMCell declares neither",
-    "layer_norm": "layer_norm is on",
-    "proj_units": "proj_units is on",
-    "cell_clip": "cell_clip is on",
-    "relu": "activation is not tanh",
-    "use_cudnn": "use_cudnn=False",
-    "mixed_float16": "mixed precision",
-    "mask": "mask",
-    "gru-reset-before": "reset_after=False",
-    "gru-layer-norm": "layer_norm is on",
-    "gru-hard-sigmoid": "recurrent_activation is not sigmoid",
-    "gru-use_cudnn": "use_cudnn=False",
+    **refusal_reasons(
+        "layer_norm", "proj_units", "cell_clip", "relu", "use_cudnn", "mixed_float16", "mask"
+    ),
+    **refusal_reasons("reset_before", "layer_norm", "hard_sigmoid", "use_cudnn", prefix="gru-"),
 }
 
 
 @pytest.mark.parametrize("case", FUSED_CASES)
 def test_torch_kernel_cases(case, monkeypatch):
     """What PyTorch's kernels do not compute is left to the cell."""
-    layer_class = {"peephole": klv.PeepholeLSTM, "cifg": klv.CIFGLSTM}.get(case, klv.LSTM)
-    if case == "greff":
-        layer_class = functools.partial(klv.GreffLSTM, variant="NP")  # = LSTM, but a subclass
-    elif case.startswith("gru"):
-        layer_class = klv.GRU
-    arguments = {
-        "layer_norm": {"layer_norm": True},
-        "proj_units": {"proj_units": 3},
-        "cell_clip": {"cell_clip": 1.0},
-        "relu": {"activation": "relu"},
-        "use_cudnn": {"use_cudnn": False},
-        "mixed_float16": {"dtype": "mixed_float16"},
-        "gru-reset-before": {"reset_after": False},
-        "gru-layer-norm": {"layer_norm": True},
-        "gru-hard-sigmoid": {"recurrent_activation": "hard_sigmoid"},
-        "gru-use_cudnn": {"use_cudnn": False},
-    }.get(case, {})
-    layer = layer_class(UNITS, **arguments)
     sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
-    on(monkeypatch, "torch")
+    kernels_decide_as(monkeypatch, "torch")
     for kernel in (klv.LSTM, klv.GRU):
         assert torch_fused.why_not(kernel(UNITS), call(sequences)) is None
-    mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
-    reason = torch_fused.why_not(layer, call(sequences, mask))
+    reason = refused(torch_fused, case, default=klv.LSTM)
     assert reason is not None and FUSED_CASES[case] in reason
 
 
@@ -280,8 +261,7 @@ def test_tensorflow_kernel_equals_keras_rnn(config, go_backwards, monkeypatch):
     arguments = {**arguments, "loop": "tf-block"}
     got, expected = with_reference(layer_class, arguments, go_backwards, False, wrap=traced)
     assert len(block) == 1, "the reference did not"
-    for a, b in zip(got, expected, strict=True):
-        np.testing.assert_allclose(a, b, **TOLERANCE)
+    assert_all_close(got, expected, TOLERANCE)
 
 
 class TracedLayer:
@@ -399,19 +379,12 @@ def test_tensorflow_kernel_fits_at_run_time():
 #: (case, a few words of the reason ``BlockLSTMV2`` gives)
 BLOCK_CASES = {
     "training": "training",
-    "mask": "mask",
     "cifg": "CIFGLSTMCell does not declare 'tf-block-lstm'",
     "greff": "GreffLSTMCell does not declare 'tf-block-lstm'",
-    "layer_norm": "layer_norm is on",
-    "proj_units": "proj_units is on",
-    "cell_clip": "cell_clip is on",  # the op clips too, but its gradient there is unproven
-    "zoneout": "zoneout is on",
-    "relu": "activation is not tanh",
-    "hard_sigmoid": "recurrent_activation is not sigmoid",
+    # cell_clip: the op clips too, but its gradient there is unproven
+    **refusal_reasons("mask", "layer_norm", "proj_units", "cell_clip", "zoneout", "relu"),
+    **refusal_reasons("hard_sigmoid", "mixed_float16", "unroll", "use_cudnn"),
     "float64": "dtype is float64",
-    "mixed_float16": "mixed precision",
-    "unroll": "unroll=True",
-    "use_cudnn": "use_cudnn=False",
     "torch": "backend is torch",
 }
 
@@ -421,34 +394,15 @@ def test_tensorflow_kernel_cases(case, monkeypatch):
     """What ``BlockLSTMV2`` does not compute, and training (where its gradient is slower than
     the cell's loop), are left to the cell; so is every other backend. ``auto`` never takes
     it (opt-in)."""
-    layer_class = {"cifg": klv.CIFGLSTM}.get(case, klv.PeepholeLSTM)
-    if case == "greff":
-        layer_class = functools.partial(klv.GreffLSTM, variant="NP")  # = LSTM, but a subclass
-    elif case == "use_cudnn":
-        layer_class = klv.LSTM
-    arguments = {
-        "layer_norm": {"layer_norm": True},
-        "proj_units": {"proj_units": 3},
-        "cell_clip": {"cell_clip": 1.0},
-        "zoneout": {"zoneout": 0.1},
-        "relu": {"activation": "relu"},
-        "hard_sigmoid": {"recurrent_activation": "hard_sigmoid"},
-        "float64": {"dtype": "float64"},
-        "mixed_float16": {"dtype": "mixed_float16"},
-        "unroll": {"unroll": True},
-        "use_cudnn": {"use_cudnn": False},
-    }.get(case, {})
-    layer = layer_class(UNITS, **arguments)
     sequences = types.SimpleNamespace(shape=(BATCH, TIME, FEATURES))
     monkeypatch.setattr(tf_block, "_tensorflow_needs_loop", lambda: None)
-    on(monkeypatch, "tensorflow")
+    kernels_decide_as(monkeypatch, "tensorflow")
     for kernel in (klv.LSTM, klv.PeepholeLSTM):
         lstm = kernel(UNITS)
         assert tf_block.why_not(lstm, call(sequences, training=False)) is None
         assert kernels.auto(lstm, call(sequences, training=False)) == "keras"
-    on(monkeypatch, "torch" if case == "torch" else "tensorflow")
-    mask = np.ones((BATCH, TIME), bool) if case == "mask" else None
-    reason = tf_block.why_not(layer, call(sequences, mask, case == "training", layer))
+    kernels_decide_as(monkeypatch, "torch" if case == "torch" else "tensorflow")
+    reason = refused(tf_block, case, training=case == "training")
     assert reason is not None and BLOCK_CASES[case] in reason
 
 

@@ -13,11 +13,22 @@ import types
 import keras
 import numpy as np
 import pytest
-from helpers import assert_equals_keras_rnn, count_calls, randomize
+from helpers import (
+    ChangesStep,
+    KeepsStep,
+    assert_all_close,
+    assert_equals_keras_rnn,
+    count_calls,
+    kernels_decide_as,
+    over,
+    randomize,
+    refusal_options,
+    refusal_reasons,
+)
 
 import keras_lstm_variants as klv
 from keras_lstm_variants import kernels
-from keras_lstm_variants.kernels import _conditions, jax_scan
+from keras_lstm_variants.kernels import jax_scan
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="the kernel is JAX's (jax.custom_vjp)"
@@ -145,39 +156,11 @@ def why_not(layer, time=TIME, training=True):
     return jax_scan.why_not(layer, call) or jax_scan.auto_skips(layer, call)
 
 
-def on(monkeypatch, backend):
-    """The kernels decide as on ``backend`` (Keras itself stays on its own)."""
-    monkeypatch.setattr(_conditions, "backend", types.SimpleNamespace(backend=lambda: backend))
-
-
-class SubclassCell(klv.LSTMCell):
-    """A user's subclass that keeps the step: it keeps the kernels."""
-
-    def get_config(self):
-        return {**super().get_config(), "note": "mine"}
-
-
-class OverridingCell(klv.LSTMCell):
-    """A user's subclass that changes the step: the kernels step it in Keras's loop."""
-
-    def transition(self, z_x, states, training=False):
-        gates, (h, c) = super().transition(z_x, states, training)
-        return gates, [h * 0.5, c]
-
-
-def with_cell(cell_class):
-    """A sequence layer over ``cell_class`` (an LSTM-type cell)."""
-    return type("Layer", (klv.LSTM,), {"cell_class": cell_class})
-
-
 #: (case, a few words of the reason the accelerator's loop gives)
 ACCELERATOR_FALLBACKS = {
     "cpu": "additive-recurrence",  # a GRU in training on a CPU: the custom gradient's
     "tensorflow": "backend is tensorflow",
-    "zoneout": "zoneout",
-    "dropout": "dropout",
-    "unroll": "unroll",
-    "unknown time": "unknown",
+    **refusal_reasons("zoneout", "recurrent_dropout", "unroll", "unknown time"),
     "overriding subclass": "separable-input",
     "slstm": "separable-input",
 }
@@ -187,12 +170,10 @@ ACCELERATOR_FALLBACKS = {
 def test_accelerator_loop_fallback_cases(case, monkeypatch):
     monkeypatch.setattr(jax_scan, "accelerator", lambda: case != "cpu")
     if case == "tensorflow":
-        on(monkeypatch, "tensorflow")
-    arguments = {"zoneout": {"zoneout": 0.1}, "dropout": {"recurrent_dropout": 0.1}}
-    arguments["unroll"] = {"unroll": True}
-    layer = (klv.SLSTM if case == "slstm" else klv.GRU)(UNITS, **arguments.get(case, {}))
+        kernels_decide_as(monkeypatch, "tensorflow")
+    layer = (klv.SLSTM if case == "slstm" else klv.GRU)(UNITS, **refusal_options(case))
     if case == "overriding subclass":
-        layer = with_cell(OverridingCell)(UNITS)
+        layer = over(ChangesStep)(UNITS)
     reason = why_not(layer, None if case == "unknown time" else TIME)
     assert reason is not None and ACCELERATOR_FALLBACKS[case] in reason
 
@@ -278,23 +259,22 @@ def test_bidirectional_and_stateful_equal_keras_loop(calls):
     with kernels.forced("keras"):
         expected = results()
     assert len(calls) == 4
-    for a, b in zip(got, expected, strict=True):
-        np.testing.assert_allclose(a, b, **TOLERANCE)
+    assert_all_close(got, expected, TOLERANCE)
 
 
 def test_subclass_keeps_the_kernel(calls):
     """A user's subclass of ``LSTMCell`` that keeps the step keeps the kernel (and equals
     ``keras.layers.RNN`` over it); one that overrides ``transition`` is stepped by Keras's loop,
     which computes its own step (not the parent's)."""
-    assert_takes_it(with_cell(SubclassCell), {}, calls)
+    assert_takes_it(over(KeepsStep), {}, calls)
     count = len(calls)
-    layer_class = with_cell(OverridingCell)
+    layer_class = over(ChangesStep)
     assert "separable-input" in why_not(layer_class(UNITS))
     assert_equals_keras_rnn(
         layer_class, (BATCH, TIME, FEATURES), TOLERANCE, units=UNITS, training=True
     )
     assert len(calls) == count, "the overriding subclass was stepped"
-    with pytest.raises(ValueError, match="OverridingCell does not declare 'separable-input'"):
+    with pytest.raises(ValueError, match="ChangesStep does not declare 'separable-input'"):
         layer_class(UNITS, loop="jax-scan")(np.zeros((BATCH, TIME, FEATURES)), training=True)
 
 
@@ -302,14 +282,11 @@ def test_subclass_keeps_the_kernel(calls):
 FALLBACKS = {
     "training=False": "inference",
     "tensorflow": "backend is tensorflow",
-    "layer_norm": "layer_norm is on",
-    "zoneout": "zoneout is on",
-    "dropout": "dropout",
-    "recurrent_dropout": "dropout",
-    "mixed_float16": "mixed precision",
-    "unroll": "unroll=True",
-    "unknown time": "number of steps is unknown",
-    "overriding subclass": "OverridingCell does not declare",
+    **refusal_reasons(
+        "layer_norm", "zoneout", "dropout", "recurrent_dropout", "mixed_float16", "unroll"
+    ),
+    **refusal_reasons("unknown time"),
+    "overriding subclass": "ChangesStep does not declare",
     "gru": "GRUCell does not declare 'additive-recurrence'",
     "slstm": "SLSTMCell does not declare",
 }
@@ -317,21 +294,13 @@ FALLBACKS = {
 
 @pytest.mark.parametrize("case", FALLBACKS)
 def test_fallback_cases(case, monkeypatch):
-    arguments = {
-        "layer_norm": {"layer_norm": True},
-        "zoneout": {"zoneout": 0.1},
-        "dropout": {"dropout": 0.1},
-        "recurrent_dropout": {"recurrent_dropout": 0.1},
-        "mixed_float16": {"dtype": "mixed_float16"},
-        "unroll": {"unroll": True},
-    }.get(case, {})
     layer_class = {"gru": klv.GRU, "slstm": klv.SLSTM}.get(case, klv.PeepholeLSTM)
     if case == "overriding subclass":
-        layer_class = with_cell(OverridingCell)
-    layer = layer_class(UNITS, **arguments)
+        layer_class = over(ChangesStep)
+    layer = layer_class(UNITS, **refusal_options(case))
     assert why_not(klv.PeepholeLSTM(UNITS)) is None
     if case == "tensorflow":
-        on(monkeypatch, "tensorflow")
+        kernels_decide_as(monkeypatch, "tensorflow")
     time = None if case == "unknown time" else TIME
     reason = why_not(layer, time, training=case != "training=False")
     assert reason is not None and FALLBACKS[case] in reason

@@ -14,7 +14,17 @@ import threading
 import keras
 import numpy as np
 import pytest
-from helpers import BATCH, FEATURES, TIME, UNITS, randomize, reference_step
+from helpers import (
+    BATCH,
+    FEATURES,
+    TIME,
+    UNITS,
+    ChangesStep,
+    KeepsStep,
+    over,
+    randomize,
+    reference_step,
+)
 
 import keras_lstm_variants as klv
 from keras_lstm_variants import kernels
@@ -194,29 +204,10 @@ def test_forced_is_per_thread():
         assert klv.explain_kernels(layer, x).runs == "keras"
 
 
-class KeepsStep(klv.LSTMCell):
-    """A user's subclass that keeps the step (it adds a config entry only)."""
-
-    def get_config(self):
-        return {**super().get_config(), "note": "mine"}
-
-
-class ChangesStep(klv.LSTMCell):
-    """A user's subclass that changes the step."""
-
-    def transition(self, z_x, states, training=False):
-        gates, (h, c) = super().transition(z_x, states, training)
-        return gates, [0.5 * h, c]
-
-
 class MinGRUChangesStep(klv.MinGRUCell):
     def transition(self, z_x, states, training=False):
         gates, (h,) = super().transition(z_x, states, training)
         return gates, [0.5 * h]
-
-
-def over(cell_class, base=klv.LSTM):
-    return type(f"Over{cell_class.__name__}", (base,), {"cell_class": cell_class})
 
 
 def test_subclass_keeps_or_loses_capabilities():

@@ -136,18 +136,21 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_run_completes(tmp_path):
     assert run["model"] == "lstm" and run["steps"] >= 10
 
 
+def refusal(arguments, env=ENV):
+    """The one line ``compare`` with ``arguments`` writes to stderr as it exits with 2."""
+    done = subprocess.run(
+        [*COMMAND, *arguments], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def test_an_unreachable_address_fails_in_seconds_naming_it(tmp_path):
     start = time.monotonic()
-    done = subprocess.run(
-        [*COMMAND, "--address", "127.0.0.1:9", "--out", str(tmp_path / "out")],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "127.0.0.1:9" in lines[0] and "no Ray cluster" in lines[0]
+    line = refusal(["--address", "127.0.0.1:9", "--out", str(tmp_path / "out")])
+    assert "127.0.0.1:9" in line and "no Ray cluster" in line
     assert time.monotonic() - start < 120  # the import of TensorFlow included; no hang
 
 
@@ -157,38 +160,24 @@ def test_ray_missing_says_what_to_install(tmp_path):
     hide.mkdir()
     (hide / "ray.py").write_text("raise ImportError('no ray here')\n")
     env = {**ENV, "PYTHONPATH": os.pathsep.join([str(hide), ENV.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [*COMMAND, "--lengths", "5", "--variants", "lstm", "--out", str(tmp_path / "out")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and 'pip install "keras-lstm-variants[examples]"' in lines[0]
+    arguments = ["--lengths", "5", "--variants", "lstm", "--out", str(tmp_path / "out")]
+    assert 'pip install "keras-lstm-variants[examples]"' in refusal(arguments, env)
 
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
-LISTENING = """
+#: The embedded Ray's sockets (``two_node_cluster.sockets`` of this process and all it started).
+LISTENING = f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})"
+LISTENING += """
 import json, os, psutil
 from keras_lstm_variants.commands.trials import start_ray
+from two_node_cluster import sockets
 ray = start_ray(None, 1, cpus=1)
 ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker up too
 me = psutil.Process()
-listening, remote = set(), set()
-for process in [me, *me.children(recursive=True)]:
-    try:
-        for connection in process.net_connections(kind="inet"):
-            if connection.status == psutil.CONN_LISTEN:
-                listening.add(connection.laddr.ip)
-            if connection.raddr:
-                remote.add(connection.raddr.ip)
-    except psutil.Error:
-        pass
+listening, remote = sockets([me, *me.children(recursive=True)])
 ray.shutdown()
-print(json.dumps([sorted(listening), sorted(remote)]))
+print(json.dumps([listening, remote]))
 """
 
 

@@ -73,25 +73,38 @@ def save(model, path):
         model.save_weights(path)
 
 
+def saved(kind, make_cell, suffix, tmp_path):
+    """A ``kind`` model of ``make_cell``'s cells with random weights, saved as ``suffix``
+    in ``tmp_path``: the model and the path."""
+    model = wrap(kind, make_cell)
+    randomize(model, 0)
+    path = tmp_path / f"model{suffix}"
+    save(model, path)
+    return model, path
+
+
+def every_way(test):
+    """``test`` for every case of :data:`MISMATCHES`, in each kind of model (:func:`wrap`)
+    and both file formats."""
+    test = pytest.mark.parametrize("case", MISMATCHES)(test)
+    test = pytest.mark.parametrize("kind", ["rnn", "bidirectional", "stacked"])(test)
+    return pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])(test)
+
+
 def inputs():
     return np.random.default_rng(7).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
 
 
-@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
-@pytest.mark.parametrize("kind", ["rnn", "bidirectional", "stacked"])
-@pytest.mark.parametrize("case", MISMATCHES)
+@every_way
 def test_weights_of_another_meaning_are_refused(case, kind, suffix, tmp_path):
     make_saved, make_other = MISMATCHES[case]
-    saved = wrap(kind, make_saved)
-    randomize(saved, 0)
-    path = tmp_path / f"model{suffix}"
-    save(saved, path)
+    model, path = saved(kind, make_saved, suffix, tmp_path)
     other = wrap(kind, make_other)
-    assert [w.shape for w in other.get_weights()] == [w.shape for w in saved.get_weights()]
+    assert [w.shape for w in other.get_weights()] == [w.shape for w in model.get_weights()]
     refused = other.layers[0].cell.cells[1] if kind == "stacked" else other
     before = refused.get_weights()  # (Keras loads the cells before it, as it finds them)
     message = r"(?s)saved with .*another meaning than this cell's"
-    if kind == "stacked" and type(saved.layers[0].cell.cells[1]) is not type(
+    if kind == "stacked" and type(model.layers[0].cell.cells[1]) is not type(
         other.layers[0].cell.cells[1]
     ):
         # StackedRNNCells stores its cells under their class names: Keras finds no weights.
@@ -102,19 +115,14 @@ def test_weights_of_another_meaning_are_refused(case, kind, suffix, tmp_path):
         np.testing.assert_array_equal(kept, was)
 
 
-@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
-@pytest.mark.parametrize("kind", ["rnn", "bidirectional", "stacked"])
-@pytest.mark.parametrize("case", MISMATCHES)
+@every_way
 def test_weights_of_the_same_configuration_load(case, kind, suffix, tmp_path):
     make_saved, _ = MISMATCHES[case]
-    saved = wrap(kind, make_saved)
-    randomize(saved, 0)
-    path = tmp_path / f"model{suffix}"
-    save(saved, path)
+    model, path = saved(kind, make_saved, suffix, tmp_path)
     same = wrap(kind, make_saved)
     same.load_weights(path)
     x = inputs()
-    np.testing.assert_array_equal(same.predict(x, verbose=0), saved.predict(x, verbose=0))
+    np.testing.assert_array_equal(same.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_the_message_names_both_sides(tmp_path):

@@ -58,11 +58,11 @@ def records(out):
         return [json.loads(line) for line in file if line.strip()]
 
 
-def sockets():
-    """The local addresses listened on, and the remote addresses talked to, by every process
-    of this namespace (its /proc holds only them)."""
+def sockets(processes=None):
+    """The local addresses listened on, and the remote addresses talked to, by ``processes``
+    (default: every process of this namespace, whose /proc holds only them), sorted."""
     listening, remote = set(), set()
-    for process in psutil.process_iter():
+    for process in psutil.process_iter() if processes is None else processes:
         try:
             for connection in process.net_connections(kind="inet"):
                 if connection.status == psutil.CONN_LISTEN:

@@ -42,7 +42,7 @@ from typing import ClassVar
 from keras import ops
 
 from .base import RecurrentCell, register
-from .options import LSTM_OPTIONS, check_flag
+from .options import LSTM_OPTIONS, RECURRENT_ARGUMENTS, check_flag
 
 
 def g(x):
@@ -146,12 +146,7 @@ class MinimalCell(RecurrentCell):
     #: Arguments of the other cells that a minimal cell has nothing to apply to.
     refused_arguments: ClassVar[dict] = dict.fromkeys(
         (
-            "activation",
-            "recurrent_activation",
-            "recurrent_initializer",
-            "recurrent_regularizer",
-            "recurrent_constraint",
-            "recurrent_dropout",
+            *RECURRENT_ARGUMENTS,
             "unit_forget_bias",
             "peepholes",
             "peephole_initializer",

@@ -23,6 +23,16 @@ from keras import ops
 LSTM_OPTIONS = ("layer_norm", "norm_epsilon", "proj_units", "proj_clip", "cell_clip", "zoneout")
 #: The subset the GRU takes; the others raise naming the argument.
 GRU_OPTIONS = ("layer_norm", "norm_epsilon", "zoneout")
+#: The arguments of the recurrent weights and the squashing activations: what a cell without
+#: recurrent weights (the minimal cells, the mLSTM) refuses.
+RECURRENT_ARGUMENTS = (
+    "activation",
+    "recurrent_activation",
+    "recurrent_initializer",
+    "recurrent_regularizer",
+    "recurrent_constraint",
+    "recurrent_dropout",
+)
 DEFAULT_EPSILON = 1e-3
 
 

@@ -35,7 +35,7 @@ from keras import backend, ops
 
 from .base import RecurrentCell, register
 from .lstm import LSTMCell
-from .options import LSTM_OPTIONS
+from .options import LSTM_OPTIONS, RECURRENT_ARGUMENTS
 
 #: How the forget gate is computed from its pre-activation: ``log f`` of each choice.
 FORGET_ACTIVATIONS = ("sigmoid", "exp")
@@ -300,14 +300,7 @@ class MLSTMCell(_ExponentialGating):
     refused_arguments: ClassVar[dict] = {
         **_ExponentialGating.refused_arguments,
         **dict.fromkeys(
-            (
-                "activation",
-                "recurrent_activation",
-                "recurrent_initializer",
-                "recurrent_regularizer",
-                "recurrent_constraint",
-                "recurrent_dropout",
-            ),
+            RECURRENT_ARGUMENTS,
             "it has no recurrent weights or squashing activations (its output gate is a "
             "sigmoid, its input gate exp; no recurrent kernel, no recurrent dropout)",
         ),

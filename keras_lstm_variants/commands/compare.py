@@ -63,7 +63,7 @@ from .training import (  # noqa: F401  (re-exported: the names a trial and the t
     held_out,
     train_run,
 )
-from .trials import TrialsError, read_records, run_trials
+from .trials import TrialsError, add_trial_arguments, read_records, run_trials, trial_arguments
 
 #: The variants of the default run.
 DEFAULT_VARIANTS = ("lstm", "peephole", "cifg", "gru", BASELINE)
@@ -154,37 +154,8 @@ def configure(parser):
     parser.add_argument(
         "--out", default="compare-out", help="output directory (default: %(default)s)"
     )
-    trials = parser.add_argument_group(
-        "trials", "each (task, model, T, seed) run is one trial on Ray (docs/main-job.md)"
-    )
-    trials.add_argument(
-        "--address",
-        help="a Ray cluster's host:port to run the trials on (default: RAY_ADDRESS, else an "
-        "embedded Ray on this machine using every core)",
-    )
-    trials.add_argument(
-        "--resume",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="skip the trials --out holds already (default: on; --no-resume starts afresh)",
-    )
-    trials.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU threads of one trial; trials at once = cores / threads (default: %(default)s)",
-    )
-    trials.add_argument(
-        "--gpus-per-trial",
-        type=float,
-        default=0.25,
-        help="the fraction of a GPU one trial takes where the node has a GPU "
-        "(default: %(default)s)",
-    )
-    trials.add_argument(
-        "--in-process",
-        action="store_true",
-        help="run the trials one after another in this process, without Ray",
+    add_trial_arguments(
+        parser, "each (task, model, T, seed) run is one trial on Ray (docs/main-job.md)"
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a smoke run of about 30 seconds")
@@ -402,10 +373,7 @@ def check_exports(configs, out):
 
 def run(args):
     configs = settings(args)
-    if args.threads < 1:
-        raise UsageError(f"--threads: must be a positive integer; received {args.threads}")
-    if not 0 <= args.gpus_per_trial <= 1:
-        raise UsageError(f"--gpus-per-trial: must be from 0 to 1; received {args.gpus_per_trial}")
+    options = trial_arguments(args)
     require_matplotlib()
     out = prepare_out(args.out)
     check_exports(configs, out)
@@ -446,17 +414,7 @@ def run(args):
         save(out, build_report(configs, plan, records))
 
     try:
-        run_trials(
-            trial,
-            plan,
-            out,
-            address=args.address,
-            resume=args.resume,
-            threads=args.threads,
-            gpus=args.gpus_per_trial or None,
-            engine="inline" if args.in_process else "ray",
-            on_record=on_record,
-        )
+        run_trials(trial, plan, out, on_record=on_record, **options)
     except TrialsError as error:
         raise UsageError(str(error)) from None
     except KeyboardInterrupt:

@@ -28,7 +28,6 @@ The analysis (:mod:`.study_analysis`) is written next to the results, per task a
 ``study_importance.png``, ``study_learning_rate.png``.
 """
 
-import argparse
 import json
 import math
 import os
@@ -42,7 +41,7 @@ from . import compare, training
 from .cli import UsageError
 from .study_space import DEFAULT_SPACE, GREFF_SGD, OPTIMIZERS, Space, draws, noise_scale
 from .tasks import TASKS
-from .trials import TrialsError, run_trials
+from .trials import TrialsError, add_trial_arguments, run_trials, trial_arguments
 
 #: Validation sequences scored every ``--eval-every`` steps (they pick the best weights).
 VALIDATION_SIZE = 256
@@ -93,38 +92,7 @@ def configure(parser):
     parser.add_argument(
         "--out", default="study-out", help="output directory (default: %(default)s)"
     )
-    trials = parser.add_argument_group(
-        "trials", "each (variant, draw, T) is one trial on Ray, as compare's runs"
-    )
-    trials.add_argument(
-        "--address",
-        help="a Ray cluster's host:port to run the trials on (default: RAY_ADDRESS, else an "
-        "embedded Ray on this machine using every core)",
-    )
-    trials.add_argument(
-        "--resume",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="skip the trials --out holds already (default: on; --no-resume starts afresh)",
-    )
-    trials.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU threads of one trial; trials at once = cores / threads (default: %(default)s)",
-    )
-    trials.add_argument(
-        "--gpus-per-trial",
-        type=float,
-        default=0.25,
-        help="the fraction of a GPU one trial takes where the node has a GPU "
-        "(default: %(default)s)",
-    )
-    trials.add_argument(
-        "--in-process",
-        action="store_true",
-        help="run the trials one after another in this process, without Ray",
-    )
+    add_trial_arguments(parser, "each (variant, draw, T) is one trial on Ray, as compare's runs")
 
 
 # ------------------------------------------------------------------------------ settings
@@ -172,9 +140,7 @@ def settings(args):
     for option, value in (("--trials", args.trials), ("--steps", args.steps)):
         compare.check_positive(option, value)
     compare.check_positive("--eval-every", args.eval_every)
-    compare.check_positive("--threads", args.threads)
-    if not 0 <= args.gpus_per_trial <= 1:
-        raise UsageError(f"--gpus-per-trial: must be from 0 to 1; received {args.gpus_per_trial}")
+    trial_arguments(args)  # checks --threads and --gpus-per-trial
     if args.steps % args.eval_every:
         raise UsageError(
             f"--steps: {args.steps} is not a multiple of --eval-every {args.eval_every}"
@@ -412,17 +378,7 @@ def run(args):
 
     begin = time.perf_counter()
     try:
-        records = run_trials(
-            run_trial,
-            configs,
-            out,
-            address=args.address,
-            resume=args.resume,
-            threads=args.threads,
-            gpus=args.gpus_per_trial,
-            engine="inline" if args.in_process else "ray",
-            on_record=report,
-        )
+        records = run_trials(run_trial, configs, out, on_record=report, **trial_arguments(args))
     except TrialsError as error:
         raise UsageError(str(error)) from None
     except KeyboardInterrupt:

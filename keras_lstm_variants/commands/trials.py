@@ -33,6 +33,7 @@ experiment state (Tune's) to keep consistent with that file; a study that wants 
 spaces draws its configs with them and runs them here.
 """
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -367,6 +368,61 @@ def run_trials(
             ray.shutdown()
     progress.close()
     return [finished.get(i) or failed.get(i) for i in ids]
+
+
+def add_trial_arguments(parser, description):
+    """Add the ``trials`` group of a command's options to ``parser``: ``--address``,
+    ``--resume``, ``--threads``, ``--gpus-per-trial`` and ``--in-process``, the flags of
+    :func:`run_trials` (``description`` says what one trial of that command is)."""
+    trials = parser.add_argument_group("trials", description)
+    trials.add_argument(
+        "--address",
+        help="a Ray cluster's host:port to run the trials on (default: RAY_ADDRESS, else an "
+        "embedded Ray on this machine using every core)",
+    )
+    trials.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="skip the trials --out holds already (default: on; --no-resume starts afresh)",
+    )
+    trials.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of one trial; trials at once = cores / threads (default: %(default)s)",
+    )
+    trials.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.25,
+        help="the fraction of a GPU one trial takes where the node has a GPU "
+        "(default: %(default)s)",
+    )
+    trials.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the trials one after another in this process, without Ray",
+    )
+
+
+def trial_arguments(args):
+    """The keyword arguments of :func:`run_trials` that :func:`add_trial_arguments`'s options
+    give, checked: a :class:`~keras_lstm_variants.commands.cli.UsageError` naming the option
+    for ``--threads`` below 1 or ``--gpus-per-trial`` outside [0, 1]."""
+    from .cli import UsageError
+
+    if args.threads < 1:
+        raise UsageError(f"--threads: must be a positive integer; received {args.threads}")
+    if not 0 <= args.gpus_per_trial <= 1:
+        raise UsageError(f"--gpus-per-trial: must be from 0 to 1; received {args.gpus_per_trial}")
+    return {
+        "address": args.address,
+        "resume": args.resume,
+        "threads": args.threads,
+        "gpus": args.gpus_per_trial or None,
+        "engine": "inline" if args.in_process else "ray",
+    }
 
 
 def _one_line(error):
