@@ -32,7 +32,7 @@ import numpy as np
 
 import keras_lstm_variants as klv
 from keras_lstm_variants import registry
-from keras_lstm_variants.tasks import adding_data
+from keras_lstm_variants.commands.tasks import adding_data
 
 SHAPES = {"1x100x64x256": (1, 100, 64, 256), "16x1000x32x128": (16, 1000, 32, 128)}
 
