@@ -77,4 +77,3 @@ def pytest_collection_modifyitems(config, items):
         if marker is not None:
             why = marker.args[0] if marker.args else "TensorFlow-only"
             item.add_marker(pytest.mark.skip(reason=f"{why} (KERAS_BACKEND={BACKEND})"))
-
