@@ -330,8 +330,7 @@ _LAYER_ARGS = """
     Args:
         units: dimensionality of the output and of each state.
         return_sequences, return_state, go_backwards, stateful, unroll: as ``keras.layers.LSTM``.
-        loop: keyword-only, which kernel runs the time loop: "auto" (default), "keras" or a
-            kernel's name (:mod:`keras_lstm_variants.kernels`).
+        loop: keyword-only; the time loop's kernel: "auto", "keras" or a kernel's name.
         **kwargs: the cell's arguments (see :class:`{cell}`) and ``keras.layers.Layer``'s.
 
     Positional arguments: ``units``, the cell's own leading ones, then ``keras.layers.LSTM``'s
