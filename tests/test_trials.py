@@ -30,7 +30,14 @@ TINY += ["--no-export", "--no-tensorboard", "--units", "4"]
 #: The console script (keras_lstm_variants_launcher), which keeps TensorFlow's start-up quiet.
 LAUNCH = "import sys; from keras_lstm_variants_launcher import main; sys.exit(main())"
 COMMAND = [sys.executable, "-c", LAUNCH, "compare", *TINY]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+# The trials' plumbing on the README's backend: on another one, compare imports TensorFlow only
+# later (for TensorBoard), after the launcher has stopped filtering its start-up lines.
+ENV = {
+    **os.environ,
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "CUDA_VISIBLE_DEVICES": "",
+    "KERAS_BACKEND": "tensorflow",
+}
 ENV.pop("RAY_ADDRESS", None)
 
 
