@@ -434,3 +434,17 @@ def assert_refused(command, message, capsys):
     assert code == 2
     assert message in error and "Traceback" not in error
     assert len(error.strip().splitlines()) == 1
+
+
+def non_default_settings_of_every_cell():
+    """Non-default values of the arguments every cell takes (new objects at each call), for
+    config round trips: a setting lost on the way shows."""
+    return {
+        "recurrent_activation": "hard_sigmoid",
+        "kernel_initializer": keras.initializers.RandomNormal(stddev=0.3, seed=1),
+        "kernel_regularizer": keras.regularizers.L2(0.01),
+        "recurrent_constraint": keras.constraints.MaxNorm(2.0),
+        "dropout": 0.25,
+        "recurrent_dropout": 0.125,
+        "seed": 5,
+    }

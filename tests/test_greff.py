@@ -20,6 +20,7 @@ import tensorflow as tf
 from helpers import (
     central_differences,
     gradients,
+    non_default_settings_of_every_cell,
     padding_mask,
     randomize,
     rng,
@@ -409,16 +410,7 @@ def test_weights_of_one_variant_do_not_load_into_another(tmp_path):
 
 
 def non_default_settings(variant):
-    settings = {
-        "recurrent_activation": "hard_sigmoid",
-        "kernel_initializer": keras.initializers.RandomNormal(stddev=0.3, seed=1),
-        "kernel_regularizer": keras.regularizers.L2(0.01),
-        "recurrent_constraint": keras.constraints.MaxNorm(2.0),
-        "dropout": 0.25,
-        "recurrent_dropout": 0.125,
-        "seed": 5,
-        "unit_forget_bias": False,
-    }
+    settings = {**non_default_settings_of_every_cell(), "unit_forget_bias": False}
     if variant != "NP":
         settings["peephole_initializer"] = "ones"
         settings["peephole_regularizer"] = keras.regularizers.L1(0.1)

@@ -14,6 +14,7 @@ from helpers import (
     float32_tolerance,
     make_cell,
     make_layer,
+    non_default_settings_of_every_cell,
     padding_mask,
     randomize,
     run_with_gradients,
@@ -206,15 +207,7 @@ def test_wrappers_and_keras_file_round_trip(case, tmp_path):
 
 
 def non_default_settings(case):
-    settings = {
-        "recurrent_activation": "hard_sigmoid",
-        "kernel_initializer": keras.initializers.RandomNormal(stddev=0.3, seed=1),
-        "kernel_regularizer": keras.regularizers.L2(0.01),
-        "recurrent_constraint": keras.constraints.MaxNorm(2.0),
-        "dropout": 0.25,
-        "recurrent_dropout": 0.125,
-        "seed": 5,
-    }
+    settings = non_default_settings_of_every_cell()
     if case.startswith("gru"):
         return settings
     settings["unit_forget_bias"] = False
